@@ -1,0 +1,33 @@
+# mriad — the two set-up commands are `make demo` and `make test`; both install on first use.
+PY ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+JOBS ?= 2
+
+.PHONY: install demo test bench lint clean
+
+install: $(STAMP)
+
+$(STAMP): pyproject.toml
+	test -x $(BIN)/python || $(PY) -m venv $(VENV)
+	$(BIN)/python -m pip install -q --upgrade pip
+	# torch first and pinned: an unpinned torch would pull a multi-GB CUDA build.
+	$(BIN)/python -m pip install -q torch==2.13.0
+	$(BIN)/python -m pip install -q -e ".[dev]"
+	touch $(STAMP)
+
+demo: install
+	$(BIN)/python -m mriad.demo
+
+test: install
+	$(BIN)/python -m pytest -q
+
+bench: install
+	bash bench/run_all.sh
+
+lint: install
+	$(BIN)/ruff check mriad tests bench
+
+clean:
+	rm -rf $(VENV) .pytest_cache

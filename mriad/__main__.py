@@ -1,0 +1,3 @@
+from mriad.cli import app
+
+app(prog_name="mriad")

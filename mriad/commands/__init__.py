@@ -1,0 +1,1 @@
+"""Thin typer command wrappers: each parses options, calls one library function, prints the result."""

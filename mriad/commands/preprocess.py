@@ -1,0 +1,11 @@
+"""`mriad preprocess` (placeholder until its issue lands)."""
+
+from __future__ import annotations
+
+from mriad.commands.common import handle_errors, not_landed
+
+
+@handle_errors
+def preprocess_command() -> None:
+    """Not implemented yet: exits with code 2."""
+    not_landed("preprocess", "see the open issues")

@@ -1,0 +1,11 @@
+"""`mriad reconstruct` (placeholder until its issue lands)."""
+
+from __future__ import annotations
+
+from mriad.commands.common import handle_errors, not_landed
+
+
+@handle_errors
+def reconstruct_command() -> None:
+    """Not implemented yet: exits with code 2."""
+    not_landed("reconstruct", "see the open issues")

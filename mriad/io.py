@@ -1,0 +1,241 @@
+"""NIfTI reading/writing with validation, and atomic file writes.
+
+Every output is written to a temporary file in the destination folder and moved into place with
+``os.replace``, so a crash never leaves a half-written file under its final name. Inputs are only
+ever opened for reading.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import json
+import os
+import tempfile
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from mriad.errors import InputError
+
+# sform and qform may legitimately differ by float rounding; beyond this they describe different spaces.
+_AFFINE_TOLERANCE_MM = 1e-3
+
+
+@dataclass
+class Volume:
+    """A 3D image in voxel order with its voxel-to-world (RAS mm) affine."""
+
+    data: np.ndarray
+    affine: np.ndarray
+    path: str = ""
+    note: str = ""  # e.g. which of sform/qform was used when they disagreed
+
+    @property
+    def shape(self) -> tuple[int, ...]:
+        return tuple(self.data.shape)
+
+    @property
+    def spacing(self) -> tuple[float, ...]:
+        return tuple(float(s) for s in np.sqrt((self.affine[:3, :3] ** 2).sum(axis=0)))
+
+
+@contextlib.contextmanager
+def atomic_path(path: str | Path, suffix: str | None = None) -> Iterator[Path]:
+    """Yield a temporary path beside ``path``; on success move it into place, on error remove it."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    # Keep the real suffix (.nii.gz, .png, ...) so libraries that dispatch on the name still work.
+    suffix = suffix if suffix is not None else "".join(path.suffixes)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name.split('.')[0]}.", suffix=".tmp" + suffix, dir=path.parent)
+    os.close(fd)
+    tmp_path = Path(tmp)
+    try:
+        yield tmp_path
+        os.replace(tmp_path, path)
+    except BaseException:
+        with contextlib.suppress(FileNotFoundError):
+            tmp_path.unlink()
+        raise
+
+
+def atomic_write_bytes(path: str | Path, payload: bytes) -> Path:
+    with atomic_path(path) as tmp:
+        with open(tmp, "wb") as handle:
+            handle.write(payload)
+            handle.flush()
+            os.fsync(handle.fileno())
+    return Path(path)
+
+
+def atomic_write_text(path: str | Path, text: str) -> Path:
+    return atomic_write_bytes(path, text.encode("utf-8"))
+
+
+def atomic_write_json(path: str | Path, obj: Any) -> Path:
+    return atomic_write_text(path, json.dumps(obj, indent=2, sort_keys=False, default=_json_default) + "\n")
+
+
+def _json_default(obj: Any) -> Any:
+    if isinstance(obj, np.generic):
+        return obj.item()
+    if isinstance(obj, np.ndarray):
+        return obj.tolist()
+    if isinstance(obj, Path):
+        return str(obj)
+    raise TypeError(f"not JSON serialisable: {type(obj).__name__}")
+
+
+def atomic_write_csv(path: str | Path, frame: Any, **kwargs: Any) -> Path:
+    """Write a pandas DataFrame as CSV atomically."""
+    buffer = io.StringIO()
+    frame.to_csv(buffer, index=False, **kwargs)
+    return atomic_write_text(path, buffer.getvalue())
+
+
+def atomic_torch_save(path: str | Path, obj: Any) -> Path:
+    import torch
+
+    buffer = io.BytesIO()
+    torch.save(obj, buffer)
+    return atomic_write_bytes(path, buffer.getvalue())
+
+
+def safe_torch_load(path: str | Path, map_location: Any = "cpu") -> Any:
+    """Load a checkpoint without ever unpickling code (``weights_only=True``)."""
+    import pickle
+
+    import torch
+
+    path = Path(path)
+    if not path.is_file():
+        raise InputError(path, "checkpoint not found")
+    try:
+        return torch.load(path, map_location=map_location, weights_only=True)
+    except pickle.UnpicklingError as exc:
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else "unsafe content"
+        raise InputError(path, f"refused: not a plain weights checkpoint ({first[:160]})") from None
+    except (RuntimeError, EOFError, ValueError, OSError) as exc:
+        raise InputError(path, f"not a readable checkpoint ({type(exc).__name__})") from None
+
+
+def _pick_affine(img: Any, path: Path) -> tuple[np.ndarray, str]:
+    """Choose the affine like ITK does (sform if set, else qform) and say so when they disagree."""
+    header = img.header
+    sform, scode = img.get_sform(coded=True)
+    qform, qcode = img.get_qform(coded=True)
+    note = ""
+    if sform is not None and qform is not None and scode > 0 and qcode > 0:
+        if not np.allclose(sform, qform, atol=_AFFINE_TOLERANCE_MM):
+            note = "sform and qform disagree; using the sform"
+    if sform is not None and scode > 0:
+        affine = sform
+    elif qform is not None and qcode > 0:
+        affine = qform
+    else:
+        affine = header.get_best_affine()
+    affine = np.asarray(affine, dtype=np.float64)
+    if not np.all(np.isfinite(affine)) or abs(np.linalg.det(affine[:3, :3])) < 1e-9:
+        raise InputError(path, "invalid voxel-to-world affine (singular or non-finite)")
+    return affine, note
+
+
+def read_nifti(path: str | Path, *, allow_empty: bool = False, dtype: Any = np.float32) -> Volume:
+    """Read and validate a 3D NIfTI image.
+
+    Accepted: 3D images, and 4D images whose trailing dimensions are 1 (squeezed). Refused with an
+    :class:`InputError` naming the file: unreadable or truncated files, other 4D or 2D images,
+    NaN/Inf voxels, a zero or NaN scale factor, and (unless ``allow_empty``) all-zero images.
+    """
+    import nibabel as nib
+
+    path = Path(path)
+    if not path.is_file():
+        raise InputError(path, "file not found")
+    try:
+        img = nib.load(str(path))
+    except Exception as exc:  # nibabel raises many types for garbage input
+        raise InputError(path, f"not a readable NIfTI file ({_short(exc)})") from None
+    if not isinstance(img, nib.Nifti1Image | nib.Nifti2Image):
+        raise InputError(path, f"not a NIfTI image ({type(img).__name__})")
+    _check_scale_factor(img, path)
+    shape = img.shape
+    while len(shape) > 3 and shape[-1] == 1:
+        shape = shape[:-1]
+    if len(shape) != 3:
+        kind = "2D" if len(shape) < 3 else f"{len(shape)}D"
+        raise InputError(path, f"expected a 3D image, got a {kind} image of shape {tuple(img.shape)}")
+    if min(shape) < 2:
+        raise InputError(path, f"expected a 3D image, got shape {tuple(img.shape)} (a 2D slice?)")
+    try:
+        data = np.asarray(img.dataobj, dtype=np.float64 if dtype == np.float64 else np.float32)
+    except Exception as exc:
+        raise InputError(path, f"truncated or corrupt image data ({_short(exc)})") from None
+    data = data.reshape(shape)
+    if not np.all(np.isfinite(data)):
+        bad = int((~np.isfinite(data)).sum())
+        raise InputError(path, f"{bad} NaN/Inf voxels")
+    if not allow_empty and not np.any(data):
+        raise InputError(path, "image is empty (all voxels are zero)")
+    affine, note = _pick_affine(img, path)
+    return Volume(data=data.astype(dtype, copy=False), affine=affine, path=str(path), note=note)
+
+
+def _check_scale_factor(img: Any, path: Path) -> None:
+    """Refuse integer images whose stored scale factor is 0 or NaN while an offset is set.
+
+    nibabel itself writes scl_slope = NaN for "unscaled", so NaN/0 alone is normal; only together
+    with a non-zero scl_inter is the intended intensity undefined.
+    """
+    header = img.header
+    if header.get_data_dtype().kind not in "iu":
+        return
+    slope = float(np.asarray(header["scl_slope"]))
+    inter = float(np.asarray(header["scl_inter"]))
+    if (slope == 0 or not np.isfinite(slope)) and np.isfinite(inter) and inter != 0:
+        raise InputError(path, f"invalid intensity scale factor scl_slope={slope} with scl_inter={inter}")
+
+
+def _short(exc: BaseException) -> str:
+    text = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+    return text[:160]
+
+
+def write_nifti(
+    path: str | Path, data: np.ndarray, affine: np.ndarray, *, dtype: Any = np.float32, compress_level: int = 1
+) -> Path:
+    """Write a NIfTI image atomically with both sform and qform set to ``affine``."""
+    import nibabel as nib
+
+    array = np.asarray(data).astype(dtype, copy=False)
+    img = nib.Nifti1Image(array, np.asarray(affine, dtype=np.float64))
+    img.header.set_data_dtype(dtype)
+    img.set_sform(affine, code=1)
+    img.set_qform(affine, code=1)
+    img.header["scl_slope"] = 1.0
+    img.header["scl_inter"] = 0.0
+    # gzip level 1: several times faster than the default 9, files barely larger for float images.
+    buffer = io.BytesIO()
+    file_map = nib.Nifti1Image.make_file_map()
+    if str(path).endswith(".gz"):
+        import gzip
+
+        raw = io.BytesIO()
+        file_map["image"].fileobj = raw
+        img.to_file_map(file_map)
+        buffer.write(gzip.compress(raw.getvalue(), compresslevel=compress_level, mtime=0))
+    else:
+        file_map["image"].fileobj = buffer
+        img.to_file_map(file_map)
+    return atomic_write_bytes(path, buffer.getvalue())
+
+
+def check_same_grid(reference: Volume, other: Volume, tolerance_mm: float = 1e-2) -> None:
+    """Refuse ``other`` (e.g. a segmentation) unless it lies on the same voxel grid as ``reference``."""
+    if other.shape != reference.shape:
+        raise InputError(other.path, f"shape {other.shape} differs from its image's {reference.shape}")
+    if not np.allclose(other.affine, reference.affine, atol=tolerance_mm):
+        raise InputError(other.path, "lies on a different voxel grid (affine) than its image")

@@ -1,0 +1,184 @@
+"""The manifest CSV that passes subjects between stages: schema, validation and named splits.
+
+One row per subject; paths are stored relative to the CSV's folder and resolved on reading::
+
+    subject_id, dataset, split, fold, label, image, mask, seg, age, sex, source
+
+``split`` is ``trainval`` (with ``fold`` k = "validation in fold k"), ``train``, ``val`` or ``test``.
+On the command line a split is named ``<dataset>-<split>``: ``ixi-train``, ``ixi-val``, ``ixi-test``,
+``brats-val``, ``brats-test``, ``mslub-val``, ``mslub-test``.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from mriad.errors import ManifestError
+from mriad.io import atomic_write_csv
+
+COLUMNS = ["subject_id", "dataset", "split", "fold", "label", "image", "mask", "seg", "age", "sex", "source"]
+REQUIRED = ["subject_id", "dataset", "split", "label", "image"]
+PATH_COLUMNS = ["image", "mask", "seg"]
+SPLIT_VALUES = {"trainval", "train", "val", "test", ""}
+KNOWN_SPLIT_SUFFIXES = ("train", "val", "test", "trainval", "all")
+
+
+def empty_manifest() -> pd.DataFrame:
+    return pd.DataFrame({column: pd.Series(dtype=object) for column in COLUMNS})
+
+
+def _blank(value: object) -> bool:
+    return value is None or (isinstance(value, float) and np.isnan(value)) or str(value).strip() == ""
+
+
+def read_manifest(path: str | Path, *, check_files: bool = True) -> pd.DataFrame:
+    """Read, validate and return a manifest with absolute paths.
+
+    Raises :class:`ManifestError` with a one-line message naming the manifest, subject and file.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise ManifestError(f"{path}: manifest not found")
+    try:
+        frame = pd.read_csv(path, dtype=str, keep_default_na=False)
+    except Exception as exc:
+        raise ManifestError(f"{path}: not a readable CSV ({str(exc).splitlines()[0][:120]})") from None
+    missing = [column for column in REQUIRED if column not in frame.columns]
+    if missing:
+        raise ManifestError(f"{path}: missing column(s) {', '.join(missing)}")
+    for column in COLUMNS:
+        if column not in frame.columns:
+            frame[column] = ""
+    frame = frame[COLUMNS + [c for c in frame.columns if c not in COLUMNS]].copy()
+    base = path.resolve().parent
+    for column in PATH_COLUMNS:
+        frame[column] = [str((base / value).resolve()) if not _blank(value) else "" for value in frame[column]]
+    frame["label"] = [_parse_int(v, path, "label", sid) for v, sid in zip(frame["label"], frame["subject_id"])]
+    frame["fold"] = [
+        _parse_int(v, path, "fold", sid) if not _blank(v) else -1 for v, sid in zip(frame["fold"], frame["subject_id"])
+    ]
+    validate_manifest(frame, source=str(path), check_files=check_files)
+    frame.attrs["path"] = str(path.resolve())
+    return frame
+
+
+def _parse_int(value: object, path: Path, column: str, subject: object) -> int:
+    try:
+        return int(float(str(value)))
+    except ValueError:
+        raise ManifestError(f"{path}: subject {subject}: {column} {value!r} is not an integer") from None
+
+
+def validate_manifest(frame: pd.DataFrame, *, source: str = "manifest", check_files: bool = True) -> None:
+    """Refuse duplicate IDs, unknown splits, label 1 without seg, missing files and split leaks."""
+    ids = frame["subject_id"].astype(str)
+    for sid in ids:
+        if sid.strip() == "":
+            raise ManifestError(f"{source}: a row has an empty subject_id")
+    duplicated = ids[ids.duplicated()]
+    if len(duplicated):
+        sid = duplicated.iloc[0]
+        splits = sorted(set(frame.loc[ids == sid, "split"].astype(str)))
+        if len(splits) > 1:
+            raise ManifestError(f"{source}: subject {sid} appears in two splits ({', '.join(splits)}): split leak")
+        raise ManifestError(f"{source}: duplicate subject_id {sid}")
+    for row in frame.itertuples(index=False):
+        sid = row.subject_id
+        if str(row.split) not in SPLIT_VALUES:
+            raise ManifestError(f"{source}: subject {sid}: unknown split {row.split!r}")
+        if int(row.label) not in (0, 1):
+            raise ManifestError(f"{source}: subject {sid}: label must be 0 or 1, got {row.label}")
+        if int(row.label) == 1 and _blank(row.seg):
+            raise ManifestError(f"{source}: subject {sid}: label 1 (unhealthy) but no seg file")
+        if str(row.split) == "trainval" and int(row.fold) < 0:
+            raise ManifestError(f"{source}: subject {sid}: split trainval needs a fold")
+        if check_files:
+            for column in PATH_COLUMNS:
+                value = getattr(row, column)
+                if not _blank(value) and not Path(value).is_file():
+                    raise ManifestError(f"{source}: subject {sid}: {column} file {value} does not exist")
+    _check_fold_leaks(frame, source)
+
+
+def _check_fold_leaks(frame: pd.DataFrame, source: str) -> None:
+    """A subject may not be both in test and in trainval/train/val, once the same scan file is shared."""
+    images = frame["image"].astype(str)
+    shared = images[images.duplicated(keep=False) & (images != "")]
+    if len(shared):
+        rows = frame.loc[shared.index]
+        first = rows.iloc[0]
+        others = rows[rows["image"] == first["image"]]["subject_id"].tolist()
+        raise ManifestError(
+            f"{source}: subjects {', '.join(map(str, others))} share image {first['image']}: split leak"
+        )
+
+
+def write_manifest(frame: pd.DataFrame, path: str | Path) -> Path:
+    """Write a manifest atomically, storing paths relative to its folder."""
+    path = Path(path)
+    base = path.resolve().parent
+    out = frame.copy()
+    for column in COLUMNS:
+        if column not in out.columns:
+            out[column] = ""
+    for column in PATH_COLUMNS:
+        out[column] = [_relative(value, base) for value in out[column]]
+    out["fold"] = ["" if _blank(v) or int(v) < 0 else int(v) for v in out["fold"]]
+    extra = [c for c in out.columns if c not in COLUMNS]
+    return atomic_write_csv(path, out[COLUMNS + extra])
+
+
+def _relative(value: object, base: Path) -> str:
+    if _blank(value):
+        return ""
+    target = Path(str(value))
+    if not target.is_absolute():
+        return str(value)
+    try:
+        return str(target.resolve().relative_to(base))
+    except ValueError:
+        import os
+
+        return os.path.relpath(target.resolve(), base)
+
+
+def parse_split_name(name: str) -> tuple[str, str]:
+    """``"brats-test"`` -> ``("brats", "test")``; refuses names without a dataset and a split."""
+    if "-" not in name:
+        raise ManifestError(f"split {name!r}: expected <dataset>-<split>, e.g. ixi-train or brats-test")
+    dataset, split = name.rsplit("-", 1)
+    if split not in KNOWN_SPLIT_SUFFIXES:
+        raise ManifestError(f"split {name!r}: unknown split {split!r} (train, val, test, trainval or all)")
+    return dataset, split
+
+
+def select_split(frame: pd.DataFrame, name: str, fold: int = 0) -> pd.DataFrame:
+    """Rows of a named split; ``ixi-train``/``ixi-val`` follow fold ``fold`` of the trainval rows."""
+    dataset, split = parse_split_name(name)
+    rows = frame[frame["dataset"].astype(str) == dataset]
+    if split == "all":
+        chosen = rows
+    elif split == "train":
+        chosen = rows[(rows["split"] == "train") | ((rows["split"] == "trainval") & (rows["fold"] != fold))]
+    elif split == "val":
+        chosen = rows[(rows["split"] == "val") | ((rows["split"] == "trainval") & (rows["fold"] == fold))]
+    else:
+        chosen = rows[rows["split"] == split]
+    if chosen.empty:
+        have = sorted({f"{d}-{s}" for d, s in zip(frame["dataset"], frame["split"])})
+        source = frame.attrs.get("path", "manifest")
+        raise ManifestError(f"{source}: split {name} (fold {fold}) is empty; the manifest has {', '.join(have)}")
+    return chosen.reset_index(drop=True)
+
+
+def available_splits(frame: pd.DataFrame) -> list[str]:
+    names: set[str] = set()
+    for dataset, split in zip(frame["dataset"], frame["split"]):
+        if split == "trainval":
+            names.update({f"{dataset}-train", f"{dataset}-val"})
+        elif split:
+            names.add(f"{dataset}-{split}")
+    return sorted(names)
