@@ -1,0 +1,128 @@
+"""The interface every registered model implements, so one engine trains and scores them all.
+
+A model sees 2D axial slices ``(N, 1, H, W)`` with intensities in [0, 1] (it rescales internally if
+it wants, e.g. diffusion models use 2x-1). Training: :meth:`AnomalyModel.training_step` (default:
+one optimiser on :meth:`training_loss`); GANs override it. Scoring: :meth:`reconstruct` then
+:meth:`anomaly_score`.
+"""
+
+from __future__ import annotations
+
+from typing import Any, ClassVar
+
+import torch
+from torch import nn
+
+
+class AnomalyModel(nn.Module):
+    """Base class. Subclasses set ``name``, ``paper``, ``summary`` and ``defaults``.
+
+    ``defaults`` holds every hyperparameter (network sizes and training settings); it is the single
+    source of the ``mriad train`` flags and is stored in checkpoints, so a model can be rebuilt from
+    its checkpoint alone.
+    """
+
+    name: ClassVar[str] = ""
+    paper: ClassVar[str] = ""
+    summary: ClassVar[str] = ""
+    defaults: ClassVar[dict[str, Any]] = {}
+    # Training settings shared by all models unless a model overrides them in ``defaults``.
+    common_defaults: ClassVar[dict[str, Any]] = {
+        "lr": 1e-4,
+        "batch_size": 32,
+        "epochs": 1600,
+        "val_every": 10,
+    }
+    trainable: ClassVar[bool] = True
+    # "slices": batches of random slices (N,1,H,W); "volumes": batches of whole slice stacks (N,S,1,H,W).
+    batch_kind: ClassVar[str] = "slices"
+
+    def __init__(self, **config: Any):
+        super().__init__()
+        self.config = self.resolve_config(config)
+
+    @classmethod
+    def resolve_config(cls, overrides: dict[str, Any]) -> dict[str, Any]:
+        merged = {**cls.common_defaults, **cls.defaults}
+        unknown = sorted(set(overrides) - set(merged))
+        if unknown:
+            from mriad.errors import MriadError
+
+            raise MriadError(f"model {cls.name}: unknown option(s) {', '.join(unknown)}; known: {', '.join(merged)}")
+        for key, value in overrides.items():
+            if value is not None:
+                default = merged[key]
+                merged[key] = _coerce(value, default)
+        return merged
+
+    # ---- training -------------------------------------------------------------------------------
+    def training_loss(self, batch: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
+        raise NotImplementedError
+
+    def configure_optimizers(self) -> list[torch.optim.Optimizer]:
+        fused = any(p.is_cuda for p in self.parameters())
+        return [torch.optim.Adam(self.parameters(), lr=float(self.config["lr"]), fused=fused or None)]
+
+    def training_step(
+        self,
+        batch: torch.Tensor,
+        optimizers: list[torch.optim.Optimizer],
+        generator: torch.Generator | None = None,
+        autocast: Any = None,
+    ) -> dict[str, float | torch.Tensor]:
+        """One optimisation step; returns losses (tensors are fine: the engine syncs them rarely)."""
+        (optimizer,) = optimizers
+        optimizer.zero_grad(set_to_none=True)
+        with autocast() if autocast is not None else _nullcontext():
+            loss = self.training_loss(batch, generator)
+        loss.backward()
+        optimizer.step()
+        return {"loss": loss.detach()}
+
+    @torch.no_grad()
+    def validation_loss(self, batch: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
+        """Loss on healthy validation slices; by default the training loss without gradients."""
+        return self.training_loss(batch, generator)
+
+    # ---- scoring ------------------------------------------------------------------------------
+    @torch.no_grad()
+    def reconstruct(self, x: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
+        """Reconstruct slices ``(N, 1, H, W)``; the caller chunks ``N`` to fit memory."""
+        raise NotImplementedError
+
+    @torch.no_grad()
+    def reconstruct_volumes(self, volumes: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
+        """Reconstruct slice stacks ``(V, S, 1, H, W)``; slice models flatten them."""
+        v, s = volumes.shape[:2]
+        return self.reconstruct(volumes.flatten(0, 1), generator).unflatten(0, (v, s))
+
+    def anomaly_score(self, x: torch.Tensor, x_hat: torch.Tensor) -> torch.Tensor:
+        return (x - x_hat).abs()
+
+    def max_batch(self, height: int, width: int, memory_bytes: int | None = None) -> int:
+        """Slices per network call that fit ``memory_bytes`` (a rough, model-specific estimate)."""
+        return 64
+
+
+class _nullcontext:
+    def __enter__(self) -> None:
+        return None
+
+    def __exit__(self, *exc: object) -> None:
+        return None
+
+
+def _coerce(value: Any, default: Any) -> Any:
+    """Convert CLI strings to the default's type (``"48"`` -> 48, ``"1,2,2"`` -> (1, 2, 2))."""
+    if isinstance(value, str) and not isinstance(default, str):
+        if isinstance(default, bool):
+            return value.lower() in ("1", "true", "yes", "on")
+        if isinstance(default, int):
+            return int(value)
+        if isinstance(default, float):
+            return float(value)
+        if isinstance(default, tuple | list):
+            return tuple(type(default[0])(v) if default else v for v in value.split(","))
+    if isinstance(default, tuple) and isinstance(value, list):
+        return tuple(value)
+    return value

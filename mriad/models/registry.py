@@ -1,0 +1,80 @@
+"""Models by name. Modules are imported only when a model is asked for, so the CLI stays fast."""
+
+from __future__ import annotations
+
+import importlib
+from pathlib import Path
+from typing import Any
+
+from mriad.errors import InputError, MriadError
+
+# name -> "module:Class"; the baselines live beside the diffusion models.
+_MODELS: dict[str, str] = {
+    "pddpm": "mriad.models.pddpm:PatchedDDPM",
+    "ddpm": "mriad.models.ddpm:DDPM",
+    "thresh": "mriad.models.thresh:Thresh",
+    "ae": "mriad.models.ae:AutoEncoder",
+    "vae": "mriad.models.vae:VAE",
+    "svae": "mriad.models.svae:SequenceVAE",
+    "dae": "mriad.models.dae:DenoisingAE",
+    "fanogan": "mriad.models.fanogan:FAnoGAN",
+}
+
+
+def available_models() -> list[str]:
+    return list(_MODELS)
+
+
+def get_model_class(name: str) -> type:
+    if name not in _MODELS:
+        raise MriadError(f"unknown model {name!r}; available: {', '.join(_MODELS)}")
+    module_name, class_name = _MODELS[name].split(":")
+    try:
+        module = importlib.import_module(module_name)
+    except ModuleNotFoundError as exc:
+        if exc.name == module_name:
+            from mriad.errors import NotLandedError
+
+            raise NotLandedError(f"model {name!r} is not implemented yet") from None
+        raise
+    return getattr(module, class_name)
+
+
+def build_model(name: str, **overrides: Any) -> Any:
+    return get_model_class(name)(**overrides)
+
+
+def load_checkpoint_model(path: str | Path, device: Any = "cpu", expect_model: str | None = None) -> Any:
+    """Rebuild a model from a checkpoint (``weights_only`` loading: no code is ever unpickled)."""
+    from mriad.io import safe_torch_load
+
+    checkpoint = safe_torch_load(path, map_location=device)
+    if not isinstance(checkpoint, dict) or "model" not in checkpoint or "state_dict" not in checkpoint:
+        raise InputError(path, "not an mriad checkpoint (no model name / state_dict)")
+    name = checkpoint["model"]
+    if expect_model is not None and name != expect_model:
+        raise InputError(path, f"checkpoint holds model {name!r}, expected {expect_model!r}")
+    model = build_model(name, **checkpoint.get("config", {}))
+    try:
+        model.load_state_dict(checkpoint["state_dict"])
+    except RuntimeError as exc:
+        raise InputError(path, f"weights do not fit model {name!r}: {str(exc).splitlines()[0][:160]}") from None
+    return model.to(device).eval()
+
+
+def load_run_model(run: str | Path, which: str = "best", device: Any = "cpu") -> Any:
+    """The model of a run folder: ``checkpoints/best.pt`` (or ``last.pt``); untrained models need none."""
+    import json
+
+    run = Path(run)
+    config_path = run / "config.json"
+    if not config_path.is_file():
+        raise InputError(run, "not a run folder (no config.json); create one with `mriad train`")
+    config = json.loads(config_path.read_text())
+    cls = get_model_class(config["model"])
+    if not cls.trainable:
+        return cls(**config.get("options", {})).to(device).eval()
+    path = run / "checkpoints" / f"{which}.pt"
+    if not path.is_file() and which == "best":
+        path = run / "checkpoints" / "last.pt"
+    return load_checkpoint_model(path, device=device, expect_model=config["model"])

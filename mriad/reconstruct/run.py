@@ -1,0 +1,183 @@
+"""Write ``recon/<split>/<subject>_{rec,score}.nii.gz`` for every subject of a split.
+
+Several volumes go through the model together (the model chunks its own network calls); reading the
+next group and writing finished NIfTI files happen on worker threads so the device is not left
+waiting on gzip. Finished subjects are skipped, so an interrupted run resumes where it stopped.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import torch
+
+from mriad.console import info, track, warn
+from mriad.errors import InputError, MriadError
+from mriad.io import atomic_write_csv, read_nifti, write_nifti
+from mriad.manifest import read_manifest, select_split
+
+
+@dataclass
+class ReconstructResult:
+    out: Path
+    written: list[str] = field(default_factory=list)
+    skipped: list[str] = field(default_factory=list)
+    failures: list[tuple[str, str]] = field(default_factory=list)
+    seconds: float = 0.0
+
+    def summary(self) -> dict[str, Any]:
+        return {
+            "out": str(self.out),
+            "written": len(self.written),
+            "skipped": len(self.skipped),
+            "failed": len(self.failures),
+            "seconds": round(self.seconds, 3),
+        }
+
+
+def recon_paths(out: Path, subject: str) -> tuple[Path, Path]:
+    return out / f"{subject}_rec.nii.gz", out / f"{subject}_score.nii.gz"
+
+
+def parse_shard(text: str | None) -> tuple[int, int] | None:
+    """``"1/4"`` -> (1, 4); ``None`` -> the torchrun rank/world size when launched by torchrun."""
+    if text:
+        try:
+            index, count = (int(v) for v in text.split("/"))
+        except ValueError:
+            raise MriadError(f"--shard {text!r}: expected i/n, e.g. 0/4") from None
+        if not 0 <= index < count:
+            raise MriadError(f"--shard {text!r}: i must be in 0..n-1")
+        return index, count
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    if world > 1:
+        return int(os.environ.get("RANK", "0")), world
+    return None
+
+
+def run_config(run: Path) -> dict[str, Any]:
+    path = Path(run) / "config.json"
+    if not path.is_file():
+        raise InputError(run, "not a run folder (no config.json); create one with `mriad train`")
+    try:
+        return json.loads(path.read_text())
+    except json.JSONDecodeError as exc:
+        raise InputError(path, f"unreadable run config ({exc.msg})") from None
+
+
+def split_rows(run: Path, split: str, data: Path | None, fold: int | None) -> tuple[pd.DataFrame, int]:
+    config = run_config(run)
+    manifest = Path(data) if data else Path(config.get("data", ""))
+    if not manifest or not manifest.is_file():
+        raise MriadError(f"{run}: its manifest {manifest} is gone; pass --data MANIFEST")
+    fold = int(config.get("fold", 0)) if fold is None else fold
+    return select_split(read_manifest(manifest), split, fold), fold
+
+
+def _load_group(rows: list[Any]) -> tuple[list[Any], list[Any], list[tuple[str, str]]]:
+    loaded, kept, failed = [], [], []
+    for row in rows:
+        try:
+            loaded.append(read_nifti(row.image))
+            kept.append(row)
+        except InputError as exc:
+            failed.append((str(row.subject_id), str(exc)))
+    return loaded, kept, failed
+
+
+def reconstruct(
+    run: str | Path,
+    split: str,
+    *,
+    data: str | Path | None = None,
+    fold: int | None = None,
+    device: Any = "cpu",
+    shard: str | tuple[int, int] | None = None,
+    force: bool = False,
+    volumes_per_batch: int = 4,
+    which: str = "best",
+    seed: int = 0,
+) -> ReconstructResult:
+    """Reconstruct every subject of ``split`` with the run's model; resumable and shardable."""
+    from mriad.models.registry import load_run_model
+
+    run = Path(run)
+    rows, _ = split_rows(run, split, Path(data) if data else None, fold)
+    shard_spec = parse_shard(shard) if not isinstance(shard, tuple) else shard
+    if shard_spec is not None:
+        rows = rows.iloc[shard_spec[0] :: shard_spec[1]]
+    out = run / "recon" / split
+    out.mkdir(parents=True, exist_ok=True)
+    result = ReconstructResult(out=out)
+    todo = []
+    for row in rows.itertuples(index=False):
+        rec, score = recon_paths(out, str(row.subject_id))
+        if not force and rec.is_file() and score.is_file():
+            result.skipped.append(str(row.subject_id))
+        else:
+            todo.append(row)
+    if result.skipped:
+        info(f"{len(result.skipped)} subject(s) already reconstructed in {out}: skipped")
+    start = time.perf_counter()
+    if todo:
+        device = torch.device(device)
+        model = load_run_model(run, which=which, device=device)
+        generator = torch.Generator(device=device)
+        groups = [todo[i : i + volumes_per_batch] for i in range(0, len(todo), volumes_per_batch)]
+        with ThreadPoolExecutor(max_workers=2) as pool:
+            pending_writes: list[Future] = []
+            next_group = pool.submit(_load_group, groups[0])
+            for index in track(range(len(groups)), description=f"reconstructing {split}", unit="group"):
+                volumes, kept, failed = next_group.result()
+                if index + 1 < len(groups):
+                    next_group = pool.submit(_load_group, groups[index + 1])
+                result.failures.extend(failed)
+                if not volumes:
+                    continue
+                # One seed per group start keeps results independent of how many groups ran before.
+                generator.manual_seed(seed + index)
+                recs, scores = _reconstruct_group(model, volumes, device, generator)
+                for row, volume, rec, score in zip(kept, volumes, recs, scores):
+                    rec_path, score_path = recon_paths(out, str(row.subject_id))
+                    pending_writes.append(pool.submit(_write_pair, rec_path, score_path, rec, score, volume.affine))
+                    result.written.append(str(row.subject_id))
+            for future in pending_writes:
+                future.result()
+    result.seconds = time.perf_counter() - start
+    if result.failures:
+        failures = pd.DataFrame(result.failures, columns=["subject_id", "reason"])
+        atomic_write_csv(out / "failures.csv", failures)
+        for subject, reason in result.failures:
+            warn(f"{subject}: {reason}")
+    return result
+
+
+def _reconstruct_group(
+    model: Any, volumes: list[Any], device: torch.device, generator: torch.Generator
+) -> tuple[list[np.ndarray], list[np.ndarray]]:
+    from mriad.data import slices_to_volume, volume_to_slices
+
+    stack = torch.stack([volume_to_slices(torch.from_numpy(v.data)) for v in volumes]).to(device)
+    with torch.inference_mode():
+        if getattr(model, "batch_kind", "slices") == "volumes":
+            x_hat = model.reconstruct_volumes(stack, generator)
+        else:
+            x_hat = model.reconstruct(stack.flatten(0, 1), generator).unflatten(0, stack.shape[:2])
+        score = model.anomaly_score(stack, x_hat)
+    recs = [slices_to_volume(r).float().cpu().numpy() for r in x_hat]
+    scores = [slices_to_volume(s).float().cpu().numpy() for s in score]
+    return recs, scores
+
+
+def _write_pair(rec_path: Path, score_path: Path, rec: np.ndarray, score: np.ndarray, affine: np.ndarray) -> None:
+    # The score is written last: a subject counts as done only when both files exist.
+    write_nifti(rec_path, rec, affine)
+    write_nifti(score_path, score, affine)
