@@ -22,6 +22,7 @@ import torch
 from mriad.console import info, track, warn
 from mriad.errors import InputError, MriadError
 from mriad.io import atomic_write_csv, read_nifti, write_nifti
+from mriad.locking import folder_lock
 from mriad.manifest import read_manifest, select_split
 
 
@@ -107,7 +108,6 @@ def reconstruct(
     seed: int = 0,
 ) -> ReconstructResult:
     """Reconstruct every subject of ``split`` with the run's model; resumable and shardable."""
-    from mriad.models.registry import load_run_model
 
     run = Path(run)
     rows, _ = split_rows(run, split, Path(data) if data else None, fold)
@@ -115,7 +115,16 @@ def reconstruct(
     if shard_spec is not None:
         rows = rows.iloc[shard_spec[0] :: shard_spec[1]]
     out = run / "recon" / split
-    out.mkdir(parents=True, exist_ok=True)
+    with folder_lock(out, f"reconstruct {split}"):
+        return _reconstruct_rows(run, rows, out, split, device, force, volumes_per_batch, which, seed)
+
+
+def _reconstruct_rows(
+    run: Path, rows: pd.DataFrame, out: Path, split: str, device: Any, force: bool, volumes_per_batch: int,
+    which: str, seed: int,
+) -> ReconstructResult:
+    from mriad.models.registry import load_run_model
+
     result = ReconstructResult(out=out)
     todo = []
     for row in rows.itertuples(index=False):
