@@ -31,8 +31,8 @@ class Settings:
 
 settings = Settings()
 # Human-readable output goes to stderr when --json is on, so stdout stays machine-readable.
-console = Console(stderr=False, highlight=False)
-err_console = Console(stderr=True, highlight=False)
+console = Console(stderr=False, highlight=False, soft_wrap=True)
+err_console = Console(stderr=True, highlight=False, soft_wrap=True)
 
 
 def _out() -> Console:

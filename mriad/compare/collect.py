@@ -22,7 +22,7 @@ from mriad.errors import InputError, MriadError
 _GLOB_CHARS = set("*?[")
 
 
-@dataclass
+@dataclass(eq=False)  # identity equality: a run is itself, whatever its tables hold
 class RunEval:
     """One run's configuration and its evaluation on one split."""
 
@@ -181,8 +181,10 @@ def load_runs(paths: Sequence[Path], split: str) -> list[RunEval]:
         summary = read_json(summary_path) if summary_path.is_file() else {}
         recorded = summary.get("split")
         if recorded not in (None, "", split):
-            raise InputError(summary_path, f"records split {recorded!r}, not {split!r}: re-run {evaluate_hint(path, split)}")
-        runs.append(RunEval(path=path, config=config, summary=summary, per_subject=read_per_subject(folder / "per_subject.csv")))
+            hint = evaluate_hint(path, split)
+            raise InputError(summary_path, f"records split {recorded!r}, not {split!r}: re-run {hint}")
+        per_subject = read_per_subject(folder / "per_subject.csv")
+        runs.append(RunEval(path=path, config=config, summary=summary, per_subject=per_subject))
     return runs
 
 
@@ -212,3 +214,43 @@ def check_same_subjects(runs: Sequence[RunEval], split: str) -> list[str]:
 def val_splits(runs: Sequence[RunEval]) -> set[str]:
     """The validation splits the thresholds came from; differing ones make Dice less comparable."""
     return {str(run.summary.get("val_split")) for run in runs if run.summary.get("val_split")}
+
+
+def manifest_candidates(run: RunEval) -> list[Path]:
+    """Where a run says its manifest is: config "data" (a path or {"manifest": path}), else summary settings.
+
+    Relative paths are tried against the run folder and the workspace, since a run may be moved.
+    """
+    values: list[Any] = []
+    data = run.config.get("data")
+    values.append(data.get("manifest") if isinstance(data, dict) else data)
+    settings = run.summary.get("settings")
+    if isinstance(settings, dict):
+        values.append(settings.get("manifest") or settings.get("data"))
+    values.append(run.summary.get("manifest"))
+    found: list[Path] = []
+    for value in values:
+        if not isinstance(value, str) or not value.strip():
+            continue
+        path = Path(value)
+        found.extend([path] if path.is_absolute() else [run.path / path, Path.cwd() / path])
+    return found
+
+
+def find_manifest(runs: Sequence[RunEval]) -> pd.DataFrame | None:
+    """The first readable manifest named by the runs (or remembered by the workspace); None if none."""
+    from mriad.manifest import read_manifest
+    from mriad.workspace import default_manifest
+
+    candidates = [path for run in runs for path in manifest_candidates(run)]
+    try:
+        candidates.append(default_manifest())
+    except MriadError:
+        pass
+    for path in candidates:
+        if path.is_file():
+            try:
+                return read_manifest(path, check_files=False)
+            except MriadError as exc:
+                debug(f"manifest {path} not usable for figures: {exc}")
+    return None

@@ -6,8 +6,8 @@ paired differences: under the null hypothesis the two models are exchangeable *w
 so swapping the two values of a subject flips the sign of its difference; scipy's one-sample
 "samples" test does exactly these sign flips (the two-sample paired form gives the same null
 distribution, but is about three times slower). When ``2**n`` does not exceed the requested resamples
-scipy enumerates every sign pattern (an exact test), otherwise it draws random ones. Each test gets its own generator seeded with ``seed`` so a result
-does not depend on which other tests ran before it.
+scipy enumerates every sign pattern (an exact test), otherwise it draws random ones. Each test gets
+its own generator seeded with ``seed`` so a result does not depend on which other tests ran before it.
 """
 
 from __future__ import annotations
