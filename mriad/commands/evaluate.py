@@ -1,11 +1,64 @@
-"""`mriad evaluate` (placeholder until its issue lands)."""
+"""`mriad evaluate`: metrics of a run's anomaly maps on a split (Dice, AUPRC, AUROC, l1)."""
 
 from __future__ import annotations
 
-from mriad.commands.common import handle_errors, not_landed
+from pathlib import Path
+
+import typer
+
+from mriad.commands.common import emit, handle_errors
+from mriad.console import info, settings, using_default
 
 
 @handle_errors
-def evaluate_command() -> None:
-    """Not implemented yet: exits with code 2."""
-    not_landed("evaluate", "see the open issues")
+def evaluate_command(
+    split: str = typer.Option(..., "--split", help="Split to evaluate, e.g. brats-test, mslub-test, ixi-test."),
+    run: Path = typer.Option(None, "--run", help="Run folder (default: the most recent run)."),
+    val_split: str = typer.Option(
+        None, "--val-split", help="Split whose pooled voxels choose the threshold (default: <dataset>-val)."
+    ),
+    data: Path = typer.Option(None, "--data", help="Manifest CSV (default: the one the run was trained with)."),
+    fold: int = typer.Option(None, "--fold", help="Cross-validation fold (default: the run's fold)."),
+    threshold: float = typer.Option(None, "--threshold", help="Use this threshold instead of searching one."),
+    threshold_search: str = typer.Option(
+        "exact", "--threshold-search", help="exact (all thresholds) or bisection (the reference's 10 steps)."
+    ),
+    figures: bool = typer.Option(True, "--figures/--no-figures", help="Write example and PR-curve figures."),
+) -> None:
+    """Post-process the anomaly maps (eroded brain mask, 3D median filter), choose the Dice-maximising
+    threshold on the validation split, and write per-subject metrics, a summary and figures to
+    RUN/eval/SPLIT/. Missing reconstructions are made first.
+
+    Example: `mriad evaluate --split brats-test` (the last run), `mriad evaluate --run runs/a --split ixi-test`.
+    """
+    from rich.table import Table
+
+    from mriad.console import console
+    from mriad.device import resolve_device
+    from mriad.evaluate.run import evaluate, summary_rows
+    from mriad.workspace import latest_run
+
+    if run is None:
+        run = latest_run()
+        using_default("--run", run)
+    device = resolve_device(settings.device)
+    summary = evaluate(
+        run,
+        split,
+        data=data,
+        val_split=val_split,
+        fold=fold,
+        threshold=threshold,
+        threshold_search=threshold_search,
+        device=device,
+        figures=figures,
+    )
+    table = Table(title=f"{summary.get('model') or 'run'} on {split} ({summary['n_subjects']} subjects)")
+    table.add_column("metric")
+    table.add_column("value", justify="right")
+    for name, value in summary_rows(summary):
+        table.add_row(name, value)
+    if not settings.quiet and not settings.json:
+        console.print(table)
+    info(f"results: {Path(summary['outputs']['summary']).parent}")
+    emit(summary)

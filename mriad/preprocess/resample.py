@@ -18,7 +18,9 @@ def voxel_sizes(affine: np.ndarray) -> np.ndarray:
     return np.sqrt((np.asarray(affine)[:3, :3] ** 2).sum(axis=0))
 
 
-def isotropic_grid(shape: tuple[int, ...], affine: np.ndarray, spacing: float = 1.0) -> tuple[tuple[int, ...], np.ndarray]:
+def isotropic_grid(
+    shape: tuple[int, ...], affine: np.ndarray, spacing: float = 1.0
+) -> tuple[tuple[int, ...], np.ndarray]:
     """A grid of ``spacing`` mm voxels covering the same field of view (same direction cosines).
 
     The edges of the field of view are kept: the first new voxel centre lies half a new voxel inside the
