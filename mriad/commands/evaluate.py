@@ -15,7 +15,9 @@ def evaluate_command(
     split: str = typer.Option(..., "--split", help="Split to evaluate, e.g. brats-test, mslub-test, ixi-test."),
     run: Path = typer.Option(None, "--run", help="Run folder (default: the most recent run)."),
     val_split: str = typer.Option(
-        None, "--val-split", help="Split whose pooled voxels choose the threshold (default: <dataset>-val)."
+        None,
+        "--val-split",
+        help="Split whose pooled voxels choose the threshold (default: the same data set's val split).",
     ),
     data: Path = typer.Option(None, "--data", help="Manifest CSV (default: the one the run was trained with)."),
     fold: int = typer.Option(None, "--fold", help="Cross-validation fold (default: the run's fold)."),

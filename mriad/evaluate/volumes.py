@@ -1,0 +1,141 @@
+"""Loading a split's volumes (image, reconstruction, score map, masks) for evaluation.
+
+A split is read once, with threads (gzip inflation releases the GIL), into stacked CPU tensors
+``(B, X, Y, Z)``; the evaluation then moves chunks of volumes to the device. The preprocessed grid is
+fixed by the contract (CONTRACTS.md), so every volume of a split must have the same shape; a subject
+that does not is refused by name rather than silently resampled.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import torch
+
+from mriad.errors import InputError, MriadError
+from mriad.io import read_nifti
+
+
+def recon_files(run: Path, split: str, subject: str) -> tuple[Path, Path]:
+    """Where `mriad reconstruct` writes a subject's reconstruction and score map."""
+    folder = Path(run) / "recon" / split
+    return folder / f"{subject}_rec.nii.gz", folder / f"{subject}_score.nii.gz"
+
+
+def missing_recon(run: Path, split: str, rows: pd.DataFrame) -> list[str]:
+    """Subjects of ``rows`` whose reconstruction or score map is not on disk."""
+    missing = []
+    for subject in rows["subject_id"].astype(str):
+        rec, score = recon_files(run, split, subject)
+        if not (rec.is_file() and score.is_file()):
+            missing.append(subject)
+    return missing
+
+
+def ensure_recon(
+    run: Path, split: str, rows: pd.DataFrame, *, data: Path, device: str, make_missing: Callable | None
+) -> None:
+    """Reconstruct the split when some of its maps are missing (once), then insist they all exist."""
+    if not missing_recon(run, split, rows):
+        return
+    if make_missing is None:
+        try:
+            from mriad.reconstruct import reconstruct as make_missing
+        except ImportError as exc:  # the module, or the function in it, has not landed yet
+            if isinstance(exc, ModuleNotFoundError) and not str(exc.name or "").startswith("mriad.reconstruct"):
+                raise
+            raise MriadError(
+                f"{run}/recon/{split}: reconstructions are missing; run "
+                f"`mriad reconstruct --run {run} --split {split}` first"
+            ) from None
+    make_missing(run, split, data=data, device=device)
+    still = missing_recon(run, split, rows)
+    if still:
+        rec, _ = recon_files(run, split, still[0])
+        raise InputError(rec, f"missing after reconstruction ({len(still)} subject(s) of {split} lack maps)")
+
+
+@dataclass
+class SplitVolumes:
+    """All volumes of one split, stacked on the CPU; ``seg`` is all-zero for healthy subjects."""
+
+    rows: pd.DataFrame
+    image: torch.Tensor
+    reconstruction: torch.Tensor
+    score: torch.Tensor
+    mask: torch.Tensor
+    seg: torch.Tensor
+    affine: np.ndarray
+
+    @property
+    def labels(self) -> np.ndarray:
+        return self.rows["label"].to_numpy(dtype=int)
+
+    def __len__(self) -> int:
+        return len(self.rows)
+
+
+def _read_subject(run: Path, split: str, row: pd.Series) -> dict:
+    subject = str(row["subject_id"])
+    rec_path, score_path = recon_files(run, split, subject)
+    image = read_nifti(row["image"], allow_empty=True)
+    if not str(row["mask"]).strip():
+        raise InputError(row["image"], f"subject {subject} has no brain mask in the manifest (needed to evaluate)")
+    mask = read_nifti(row["mask"], allow_empty=True).data > 0.5
+    if not mask.any():
+        raise InputError(row["mask"], "brain mask is empty")
+    seg = np.zeros(image.shape, dtype=bool)
+    if str(row["seg"]).strip():
+        seg = read_nifti(row["seg"], allow_empty=True).data > 0.5
+    rec = read_nifti(rec_path, allow_empty=True).data
+    score = read_nifti(score_path, allow_empty=True).data
+    for path, array in ((row["mask"], mask), (row["seg"], seg), (rec_path, rec), (score_path, score)):
+        if array.shape != image.shape:
+            raise InputError(path, f"shape {array.shape} differs from the image's {image.shape}")
+    return {
+        "image": image.data,
+        "reconstruction": rec,
+        "score": score,
+        "mask": mask,
+        "seg": seg,
+        "affine": image.affine,
+    }
+
+
+def load_split(run: Path, split: str, rows: pd.DataFrame, workers: int | None = None) -> SplitVolumes:
+    """Read every subject of ``rows`` (threaded) and stack them into CPU tensors."""
+    workers = workers or min(8, os.cpu_count() or 1, max(len(rows), 1))
+    with ThreadPoolExecutor(max_workers=workers) as pool:
+        loaded = list(pool.map(lambda item: _read_subject(run, split, item[1]), rows.iterrows()))
+    shape = loaded[0]["image"].shape
+    for (_, row), item in zip(rows.iterrows(), loaded):
+        if item["image"].shape != shape:
+            raise InputError(row["image"], f"shape {item['image'].shape} differs from the split's {shape}")
+
+    def stack(key: str, dtype: torch.dtype) -> torch.Tensor:
+        return torch.from_numpy(np.stack([item[key] for item in loaded])).to(dtype)
+
+    return SplitVolumes(
+        rows=rows.reset_index(drop=True),
+        image=stack("image", torch.float32),
+        reconstruction=stack("reconstruction", torch.float32),
+        score=stack("score", torch.float32),
+        mask=stack("mask", torch.bool),
+        seg=stack("seg", torch.bool),
+        affine=loaded[0]["affine"],
+    )
+
+
+def volumes_per_chunk(voxels: int, device: torch.device) -> int:
+    """How many volumes to process at once: ~128 bytes of working memory per voxel in the metrics."""
+    budget = (8 << 30) if device.type == "cuda" else (1 << 30)
+    if device.type == "cuda":
+        free, _ = torch.cuda.mem_get_info(device)
+        budget = min(budget, free // 3)
+    return max(1, int(budget // (voxels * 128)))

@@ -1,0 +1,152 @@
+"""`mriad evaluate` end to end on a fabricated run folder (tiny 32x32x12 volumes)."""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from mriad.io import write_nifti
+from mriad.manifest import write_manifest
+
+SHAPE = (32, 32, 12)
+AFFINE = np.diag([2.0, 2.0, 2.0, 1.0])
+
+
+def _subject(root: Path, run: Path, dataset: str, split: str, subject: str, seed: int, lesion: bool) -> dict:
+    rng = np.random.default_rng(seed)
+    mask = np.zeros(SHAPE, np.uint8)
+    mask[3:29, 3:29, 1:11] = 1
+    image = (0.3 + 0.4 * rng.random(SHAPE)).astype(np.float32) * mask
+    seg = np.zeros(SHAPE, np.uint8)
+    if lesion:
+        centre = np.array([16, 16, 6]) + rng.integers(-2, 3, 3)
+        grid = np.indices(SHAPE).transpose(1, 2, 3, 0)
+        seg[(((grid - centre) / [5, 4, 3]) ** 2).sum(-1) <= 1] = 1
+    score = (0.6 * seg + 0.08 * rng.random(SHAPE)).astype(np.float32) * mask
+    folder = root / dataset / subject
+    row = dict(
+        subject_id=subject,
+        dataset=dataset,
+        split=split,
+        fold="",
+        label=int(lesion),
+        image=folder / "image.nii.gz",
+        mask=folder / "mask.nii.gz",
+        seg="",
+        age="",
+        sex="",
+        source="t",
+    )
+    write_nifti(row["image"], image, AFFINE)
+    write_nifti(row["mask"], mask, AFFINE, dtype=np.uint8)
+    if lesion:
+        row["seg"] = folder / "seg.nii.gz"
+        write_nifti(row["seg"], seg, AFFINE, dtype=np.uint8)
+    recon = run / "recon" / f"{dataset}-{split}"
+    write_nifti(recon / f"{subject}_rec.nii.gz", image - score, AFFINE)
+    write_nifti(recon / f"{subject}_score.nii.gz", score, AFFINE)
+    return row
+
+
+@pytest.fixture
+def fake_run(tmp_path: Path) -> Path:
+    run = tmp_path / "runs" / "demo"
+    rows = []
+    for i in range(3):
+        rows.append(_subject(tmp_path / "data", run, "brats", "val", f"BV{i}", i, True))
+    for i in range(4):
+        rows.append(_subject(tmp_path / "data", run, "brats", "test", f"BT{i}", 10 + i, True))
+    for i in range(3):
+        rows.append(_subject(tmp_path / "data", run, "ixi", "test", f"IXI{i}", 20 + i, False))
+    manifest = tmp_path / "data" / "manifest.csv"
+    write_manifest(pd.DataFrame(rows), manifest)
+    (run / "config.json").write_text(json.dumps({"model": "pddpm", "fold": 0, "data": str(manifest)}))
+    return run
+
+
+def test_evaluate_lesion_split_end_to_end(cli, fake_run: Path) -> None:
+    result = cli("--device", "cpu", "evaluate", "--run", fake_run, "--split", "brats-test")
+    assert result.exit_code == 0, result.output
+    out = fake_run / "eval" / "brats-test"
+    table = pd.read_csv(out / "per_subject.csv")
+    assert list(table.columns) == [
+        "subject_id",
+        "dataset",
+        "label",
+        "dice",
+        "auprc",
+        "auroc",
+        "oracle_dice",
+        "l1",
+        "lesion_voxels",
+        "predicted_voxels",
+    ]
+    assert len(table) == 4 and (table["dice"] > 0.75).all() and (table["auprc"] > 0.9).all()
+    assert (table["auroc"] > 0.95).all() and (table["oracle_dice"] >= table["dice"] - 1e-9).all()
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["val_split"] == "brats-val" and summary["threshold_search"] == "exact"
+    assert 0.04 < summary["threshold"] < 0.6 and summary["n_subjects"] == 4
+    assert summary["metrics"]["dice"]["mean"] == pytest.approx(table["dice"].mean())
+    assert summary["pooled_auprc"] > 0.9 and summary["versions"]["mriad"]
+    assert (out / "figures" / "examples.png").stat().st_size > 1000
+    assert (out / "figures" / "pr_curve.png").stat().st_size > 1000
+    assert "dice" in result.output
+
+
+def test_evaluate_healthy_split_json_and_bisection(cli, fake_run: Path) -> None:
+    from mriad.workspace import remember_run
+
+    remember_run(fake_run)  # --run defaults to the workspace's last run
+    result = cli("--json", "--device", "cpu", "evaluate", "--split", "ixi-test", "--no-figures")
+    assert result.exit_code == 0, result.output
+    summary = json.loads(result.stdout)
+    assert summary["threshold"] is None and set(summary["fpr_thresholds"]) == {"1%", "5%", "10%"}
+    assert 0.0 < summary["metrics"]["l1"]["mean"] < 0.08  # mean |x - x_hat| = the noise inside the brain
+    assert "dice" not in summary["metrics"]
+    assert not (fake_run / "eval" / "ixi-test" / "figures").exists()
+
+    result = cli(
+        "--device",
+        "cpu",
+        "evaluate",
+        "--run",
+        fake_run,
+        "--split",
+        "brats-test",
+        "--threshold-search",
+        "bisection",
+        "--no-figures",
+    )
+    assert result.exit_code == 0, result.output
+    bisect = json.loads((fake_run / "eval" / "brats-test" / "summary.json").read_text())
+    assert bisect["threshold_search"] == "bisection"
+    fixed = cli(
+        "--device", "cpu", "evaluate", "--run", fake_run, "--split", "brats-test", "--threshold", "0.3", "--no-figures"
+    )
+    assert fixed.exit_code == 0, fixed.output
+    assert json.loads((fake_run / "eval" / "brats-test" / "summary.json").read_text())["threshold"] == 0.3
+
+
+def test_missing_reconstructions(cli, fake_run: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from mriad.evaluate import evaluate
+
+    score = fake_run / "recon" / "brats-test" / "BT1_score.nii.gz"
+    saved = score.read_bytes()
+    score.unlink()
+    monkeypatch.setitem(sys.modules, "mriad.reconstruct", None)  # the reconstruct stage has not landed
+    result = cli("--device", "cpu", "evaluate", "--run", fake_run, "--split", "brats-test")
+    assert result.exit_code == 1 and "mriad reconstruct --run" in result.output
+
+    calls = []
+
+    def make_missing(run: Path, split: str, *, data: Path, device: str) -> None:
+        calls.append(split)
+        score.write_bytes(saved)
+
+    summary = evaluate(fake_run, "brats-test", make_missing=make_missing, figures=False)
+    assert calls == ["brats-test"] and summary["n_subjects"] == 4
