@@ -172,7 +172,8 @@ def check_atlas() -> list[tuple[str, bool, str]]:
     for kind, name in OPTIONAL_FILES.items():
         path = root / name
         if path.is_file():
-            volume = load_template(f"t1_{kind.split('_')[1]}", modality=kind.split("_")[0])
+            data, _ = _load_canonical(str(path))
+            volume = Volume(data=data, affine=np.eye(4), path=str(path))
             ok = len(volume.shape) == 3 and np.all(np.isfinite(volume.data)) and volume.data.max() > 0
             results.append((name, bool(ok), f"installed, shape {volume.shape}"))
     return results
