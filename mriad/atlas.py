@@ -169,7 +169,7 @@ def check_atlas() -> list[tuple[str, bool, str]]:
         inside = float((head.data[mask.data > 0] > 0).mean())
         results.append(("world alignment", same and inside > 0.95, f"canonical grids equal: {same}; "
                         f"head template non-zero in {inside:.1%} of the brain mask"))
-    for kind, name in OPTIONAL_FILES.items():
+    for name in OPTIONAL_FILES.values():
         path = root / name
         if path.is_file():
             data, _ = _load_canonical(str(path))

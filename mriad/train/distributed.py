@@ -1,0 +1,141 @@
+"""Multi-process data-parallel training: the same `mriad train` under ``torchrun --nproc_per_node N``.
+
+torchrun sets RANK / WORLD_SIZE / LOCAL_RANK (and the rendezvous address); we then join a process
+group (NCCL on CUDA, gloo on CPU), every rank holds the whole (small) training split and samples its
+own slices with its own seed, DistributedDataParallel all-reduces the gradients, and only rank 0
+writes files. Launch examples (one node, a Slurm job) are in docs/training.md.
+
+DDP only synchronises gradients when the loss is computed through the wrapper's ``forward``; models
+compute their loss in ``training_loss``, so the wrapper's module is a thin adapter whose forward
+calls it, and :func:`route_training_loss` points the model's ``training_loss`` at the wrapper while
+the (unchanged) ``training_step`` runs.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import inspect
+import os
+from collections.abc import Iterator
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+import torch.distributed as dist
+from torch import nn
+
+
+@dataclass(frozen=True)
+class DistEnv:
+    rank: int = 0
+    world_size: int = 1
+    local_rank: int = 0
+
+    @property
+    def active(self) -> bool:
+        return self.world_size > 1
+
+    @property
+    def is_main(self) -> bool:
+        return self.rank == 0
+
+
+def detect() -> DistEnv:
+    """The launcher's environment; a plain process is rank 0 of 1."""
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    if world <= 1:
+        return DistEnv()
+    return DistEnv(int(os.environ["RANK"]), world, int(os.environ.get("LOCAL_RANK", "0")))
+
+
+def setup(env: DistEnv, device: torch.device) -> torch.device:
+    """Join the process group; on CUDA each rank takes the GPU of its local rank."""
+    if not env.active:
+        return device
+    if device.type == "cuda":
+        device = torch.device("cuda", env.local_rank)
+        torch.cuda.set_device(device)
+    if not dist.is_initialized():
+        dist.init_process_group(
+            backend="nccl" if device.type == "cuda" else "gloo", rank=env.rank, world_size=env.world_size
+        )
+    return device
+
+
+def teardown(env: DistEnv) -> None:
+    if env.active and dist.is_initialized():
+        dist.destroy_process_group()
+
+
+class _LossAdapter(nn.Module):
+    """What DDP wraps: ``forward(batch, generator)`` is the model's own ``training_loss``."""
+
+    def __init__(self, model: nn.Module):
+        super().__init__()
+        self.model = model
+
+    def forward(self, batch: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
+        # The class attribute, not the instance one: that is rerouted to this wrapper during a step.
+        return type(self.model).training_loss(self.model, batch, generator)
+
+
+def wrap(model: nn.Module, env: DistEnv, device: torch.device) -> nn.Module | None:
+    """A DDP wrapper around the model's loss, or None in a single process."""
+    if not env.active:
+        return None
+    from torch.nn.parallel import DistributedDataParallel
+
+    # Buffers (e.g. the diffusion schedule) are constants: syncing them every step is wasted work.
+    # torch >= 2.13 names the option forward_sync_buffers; older versions broadcast_buffers.
+    parameters = inspect.signature(DistributedDataParallel.__init__).parameters
+    no_sync = {"forward_sync_buffers": False} if "forward_sync_buffers" in parameters else {"broadcast_buffers": False}
+    return DistributedDataParallel(
+        _LossAdapter(model), device_ids=[device.index] if device.type == "cuda" else None, **no_sync
+    )
+
+
+@contextlib.contextmanager
+def route_training_loss(model: nn.Module, wrapper: nn.Module | None) -> Iterator[None]:
+    """While active, ``model.training_loss(...)`` runs through the DDP wrapper (gradients synchronise)."""
+    if wrapper is None:
+        yield
+        return
+
+    def through_wrapper(batch: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
+        return wrapper(batch, generator)
+
+    object.__setattr__(model, "training_loss", through_wrapper)
+    try:
+        yield
+    finally:
+        object.__delattr__(model, "training_loss")
+
+
+def all_reduce_sum(value: torch.Tensor, env: DistEnv) -> torch.Tensor:
+    if env.active:
+        value = value.clone()
+        dist.all_reduce(value, op=dist.ReduceOp.SUM)
+    return value
+
+
+def gather_objects(obj: Any, env: DistEnv) -> list[Any]:
+    """Every rank's ``obj`` (picklable), in rank order, on every rank."""
+    if not env.active:
+        return [obj]
+    out: list[Any] = [None] * env.world_size
+    dist.all_gather_object(out, obj)
+    return out
+
+
+def broadcast_object(obj: Any, env: DistEnv) -> Any:
+    """Rank 0's ``obj`` on every rank (e.g. a decision only rank 0 can make)."""
+    if not env.active:
+        return obj
+    box = [obj]
+    dist.broadcast_object_list(box, src=0)
+    return box[0]
+
+
+def barrier(env: DistEnv) -> None:
+    if env.active:
+        dist.barrier()

@@ -1,0 +1,253 @@
+"""Training any registered model: device-resident data, AMP, exact resume, atomic checkpoints.
+
+The loop is deliberately plain: the whole training split sits on the device and each step draws its
+slices there (a volume uniformly with replacement, then one of its brain slices), calls
+``model.training_step`` (so a GAN can bring its own step), and keeps the loss on the device; the
+host only syncs to print progress and at validations. An "epoch" is counted like the reference code:
+one slice per training volume, i.e. ``ceil(volumes / (batch * ranks))`` steps.
+
+Validation is the healthy validation split (``<dataset>-val`` of the fold), a fixed set of slices
+(evenly spaced brain slices of each volume) with a freshly seeded generator per batch, so every
+validation sees the same noise and the losses are comparable over epochs and runs. The lowest
+validation loss gives ``best.pt``; ``last.pt`` is written at every validation and when stopping.
+
+Resuming (``resume=True``) restores weights, optimiser state, step/epoch counters, the running loss
+and every random generator, and truncates metrics.csv after the checkpoint: on CPU a resumed run
+reproduces the uninterrupted one bit for bit.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from mriad.console import info, warn
+from mriad.errors import ManifestError, MriadError
+from mriad.io import safe_torch_load
+from mriad.models.registry import get_model_class
+from mriad.train import distributed
+from mriad.train.loop import FitResult, TrainingLoop
+from mriad.train.run_folder import (
+    RunFolder,
+    check_out_folder,
+    read_metrics,
+    write_config,
+)
+from mriad.train.sampler import DeviceSlices
+
+# Options that may change when a run is resumed (they do not change what was trained so far).
+_RESUMABLE_CHANGES = {"epochs", "val_every"}
+
+
+def train(
+    model: str,
+    *,
+    data: Path,
+    fold: int = 0,
+    out: Path,
+    options: dict[str, Any],
+    device: Any = "auto",
+    seed: int = 0,
+    resume: bool = False,
+    compile: bool = False,
+    dataset: str = "ixi",
+    max_steps: int | None = None,
+    deterministic: bool = False,
+    force: bool = False,
+) -> Path:
+    """Train ``model`` on ``<dataset>-train`` of ``fold``; returns the run folder ``out``.
+
+    ``options`` override the model's defaults (None values are ignored). ``max_steps`` stops after
+    that many optimisation steps in total (a resumable interruption). ``force`` starts an existing run
+    over. Under torchrun (WORLD_SIZE > 1) this runs data-parallel; only rank 0 writes.
+    """
+    return fit(
+        model,
+        data=data,
+        fold=fold,
+        out=out,
+        options=options,
+        device=device,
+        seed=seed,
+        resume=resume,
+        compile=compile,
+        dataset=dataset,
+        max_steps=max_steps,
+        deterministic=deterministic,
+        force=force,
+    ).out
+
+
+def fit(model: str, *, device: Any = "auto", **kwargs: Any) -> FitResult:
+    """:func:`train`, returning the trained model and counters as well (for tests and notebooks)."""
+    from mriad.device import resolve_device
+
+    env = distributed.detect()
+    target = resolve_device(device) if isinstance(device, str) else torch.device(device)
+    target = distributed.setup(env, target)
+    try:
+        return _Trainer(model, device=target, env=env, **kwargs).run()
+    finally:
+        distributed.teardown(env)
+
+
+class _Trainer:
+    def __init__(
+        self,
+        model_name: str,
+        *,
+        data: Path,
+        fold: int = 0,
+        out: Path,
+        options: dict[str, Any],
+        device: torch.device,
+        env: distributed.DistEnv,
+        seed: int = 0,
+        resume: bool = False,
+        compile: bool = False,
+        dataset: str = "ixi",
+        max_steps: int | None = None,
+        deterministic: bool = False,
+        force: bool = False,
+    ):
+        self.name, self.cls = model_name, get_model_class(model_name)
+        self.data, self.fold, self.dataset = Path(data), int(fold), dataset
+        self.run_folder = RunFolder(Path(out))
+        self.user_options = {k: v for k, v in (options or {}).items() if v is not None}
+        self.device, self.env, self.seed = device, env, int(seed)
+        self.resume, self.force, self.compile = resume, force, compile
+        self.max_steps, self.deterministic = max_steps, deterministic
+
+    # ---- setup ---------------------------------------------------------------------------------
+    def run(self) -> FitResult:
+        if self.env.is_main:
+            from mriad.locking import folder_lock
+
+            if self.run_folder.root.exists() and not self.run_folder.root.is_dir():
+                raise MriadError(f"{self.run_folder.root}: exists and is not a folder; choose another --out")
+            with folder_lock(self.run_folder.root, f"train {self.name}"):
+                return self._run()
+        return self._run()
+
+    def _on_main(self, decide: Any) -> Any:
+        """Run ``decide()`` on rank 0 only and share its result (or its error) with every rank."""
+        outcome: tuple[str, Any] = ("ok", None)
+        if self.env.is_main:
+            try:
+                outcome = ("ok", decide())
+            except MriadError as exc:
+                outcome = ("error", str(exc))
+        outcome = distributed.broadcast_object(outcome, self.env)
+        if outcome[0] == "error":
+            raise MriadError(outcome[1])
+        return outcome[1]
+
+    def _resolve_options(self, existing: dict[str, Any] | None) -> dict[str, Any]:
+        if existing is None:
+            return self.cls.resolve_config(self.user_options)
+        same = {"data": str(self.data.resolve()), "fold": self.fold, "dataset": self.dataset}
+        for key, value in same.items():
+            if key in existing and existing[key] != value:
+                raise MriadError(
+                    f"{self.run_folder.root}: the run was trained with {key} {existing[key]!r}, not {value!r}; "
+                    "resume it with the same data, or use --force / another --out"
+                )
+        stored = self.cls.resolve_config(existing.get("options", {}))
+        wanted = self.cls.resolve_config({**stored, **self.user_options})
+        changed = sorted(k for k in wanted if wanted[k] != stored[k] and k not in _RESUMABLE_CHANGES)
+        if changed:
+            details = ", ".join(f"{k} {stored[k]!r} -> {wanted[k]!r}" for k in changed)
+            raise MriadError(
+                f"{self.run_folder.root}: --resume keeps the run's settings, but {details} differ; "
+                "only epochs and val_every may change (or use --force / another --out)"
+            )
+        return wanted
+
+    def _run(self) -> FitResult:
+        run = self.run_folder
+        existing = self._on_main(lambda: check_out_folder(run, self.name, resume=self.resume, force=self.force))
+        options = self._resolve_options(existing)
+        if self.deterministic:
+            from mriad.device import set_deterministic
+
+            set_deterministic(True)
+        elif self.device.type == "cuda":
+            torch.backends.cuda.matmul.allow_tf32 = True
+            torch.backends.cudnn.allow_tf32 = True
+            torch.backends.cudnn.benchmark = True
+
+        if not self.cls.trainable:
+            if self.env.is_main:
+                write_config(
+                    run,
+                    model=self.name,
+                    fold=self.fold,
+                    data=self.data,
+                    options=options,
+                    seed=self.seed,
+                    dataset=self.dataset,
+                )
+                info(f"{self.name} has nothing to train: wrote {run.config}")
+            return FitResult(run.root, self.cls(**options), 0, 0, None, True)
+
+        torch.manual_seed(self.seed)  # identical initial weights on every rank
+        model = self.cls(**options).to(self.device)
+        if self.device.type == "cuda":
+            model = model.to(memory_format=torch.channels_last)
+        optimizers = model.configure_optimizers()
+        train_data, val_data = self._load_data()
+
+        state = self._load_state(run, existing)
+        if state is not None:
+            model.load_state_dict(state["state_dict"])
+            for optimizer, saved in zip(optimizers, state["optimizers"], strict=True):
+                optimizer.load_state_dict(saved)
+        created = existing.get("created") if existing else None
+        if self.env.is_main:
+            write_config(
+                run,
+                model=self.name,
+                fold=self.fold,
+                data=self.data,
+                options=options,
+                seed=self.seed,
+                dataset=self.dataset,
+                created=created,
+            )
+        if self.compile:
+            for child in model.children():
+                child.compile()
+        loop = TrainingLoop(self, model, optimizers, options, train_data, val_data)
+        loop.restore(state, read_metrics(run) if (state is not None and self.env.is_main) else [])
+        return loop.run()
+
+    def _load_data(self) -> tuple[DeviceSlices, DeviceSlices | None]:
+        from mriad.data import load_volumes
+        from mriad.manifest import read_manifest, select_split
+
+        frame = read_manifest(self.data)
+        train_rows = select_split(frame, f"{self.dataset}-train", self.fold)
+        train = DeviceSlices.from_split(load_volumes(train_rows, device=self.device))
+        if train.n_brain_slices == 0:
+            raise MriadError(f"{self.data}: {self.dataset}-train fold {self.fold} has no slice with brain")
+        try:
+            val_rows = select_split(frame, f"{self.dataset}-val", self.fold)
+        except ManifestError:
+            if self.env.is_main:
+                warn(f"no {self.dataset}-val split in {self.data}: no validation, no best.pt (use last.pt)")
+            return train, None
+        return train, DeviceSlices.from_split(load_volumes(val_rows, device=self.device))
+
+    def _load_state(self, run: RunFolder, existing: dict[str, Any] | None) -> dict[str, Any] | None:
+        if existing is None:
+            return None
+        if not run.last.is_file():
+            if self.env.is_main:
+                info(f"{run.root}: no checkpoint yet, starting the run from the beginning")
+            return None
+        state = safe_torch_load(run.last, map_location="cpu")
+        if state.get("model") != self.name:
+            raise MriadError(f"{run.last}: holds model {state.get('model')!r}, not {self.name!r}")
+        return state

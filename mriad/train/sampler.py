@@ -1,0 +1,72 @@
+"""Training data that lives on the device: slices are drawn there, no DataLoader, no host copies.
+
+A preprocessed split is small (IXI: ~400 x 96x96x50 float32 ~ 0.7 GB), so the whole split is uploaded
+once and every batch is one random index plus one gather on the device.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+
+from mriad.data import SplitData
+
+
+@dataclass
+class DeviceSlices:
+    """All slices of a split ``(V*Z, 1, X, Y)`` and, per volume, which of its slices contain brain."""
+
+    slices: torch.Tensor
+    volumes: int
+    depth: int
+    brain_index: torch.Tensor  # (V, Zmax) flat slice indices of each volume's brain slices, padded
+    brain_count: torch.Tensor  # (V,) how many of them are real
+
+    @classmethod
+    def from_split(cls, split: SplitData) -> DeviceSlices:
+        images, masks = split.images, split.masks
+        v, x, y, z = images.shape
+        slices = images.permute(0, 3, 1, 2).reshape(v * z, 1, x, y).contiguous()
+        has_brain = masks.flatten(1, 2).bool().any(dim=1)  # (V, Z)
+        count = has_brain.sum(dim=1)
+        # Stable sort puts each volume's brain slices first, in order: a padded index table.
+        order = torch.sort((~has_brain).to(torch.uint8), dim=1, stable=True).indices
+        width = max(int(count.max().item()), 1)
+        base = torch.arange(v, device=images.device)[:, None] * z
+        return cls(slices=slices, volumes=v, depth=z, brain_index=(base + order)[:, :width], brain_count=count)
+
+    @property
+    def n_brain_slices(self) -> int:
+        return int(self.brain_count.sum().item())
+
+    def sample_slices(self, n: int, generator: torch.Generator | None) -> torch.Tensor:
+        """``n`` slices: a volume uniformly (with replacement), then one of its brain slices uniformly."""
+        device = self.slices.device
+        source = generator.device if generator is not None else device
+        vol = torch.randint(0, self.volumes, (n,), generator=generator, device=source).to(device)
+        u = torch.rand(n, generator=generator, device=source, dtype=torch.float64).to(device)
+        pick = (u * self.brain_count[vol]).long().clamp_max(self.brain_index.shape[1] - 1)
+        return self.slices[self.brain_index[vol, pick]]
+
+    def sample_volumes(self, n: int, generator: torch.Generator | None) -> torch.Tensor:
+        """``n`` whole volumes as slice stacks ``(n, Z, 1, X, Y)``, uniformly with replacement."""
+        device = self.slices.device
+        source = generator.device if generator is not None else device
+        vol = torch.randint(0, self.volumes, (n,), generator=generator, device=source).to(device)
+        return self.stacks()[vol]
+
+    def stacks(self) -> torch.Tensor:
+        return self.slices.view(self.volumes, self.depth, *self.slices.shape[1:])
+
+    def evenly_spaced_brain_slices(self, per_volume: int) -> torch.Tensor:
+        """A fixed validation set: up to ``per_volume`` evenly spaced brain slices of every volume."""
+        chosen = []
+        for vol in range(self.volumes):
+            count = int(self.brain_count[vol].item())
+            if count == 0:
+                continue
+            k = min(per_volume, count)
+            positions = torch.linspace(0, count - 1, k, device=self.slices.device).round().long()
+            chosen.append(self.brain_index[vol, positions])
+        return torch.cat(chosen) if chosen else torch.zeros(0, dtype=torch.long, device=self.slices.device)
