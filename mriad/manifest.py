@@ -117,7 +117,10 @@ def _check_fold_leaks(frame: pd.DataFrame, source: str) -> None:
 
 
 def write_manifest(frame: pd.DataFrame, path: str | Path) -> Path:
-    """Write a manifest atomically, storing paths relative to its folder."""
+    """Write a manifest atomically, storing paths relative to its folder.
+
+    Paths in ``frame`` are absolute or relative to the current working directory.
+    """
     path = Path(path)
     base = path.resolve().parent
     out = frame.copy()
@@ -134,9 +137,8 @@ def write_manifest(frame: pd.DataFrame, path: str | Path) -> Path:
 def _relative(value: object, base: Path) -> str:
     if _blank(value):
         return ""
-    target = Path(str(value))
-    if not target.is_absolute():
-        return str(value)
+    # Relative paths in memory are relative to the working directory, like every other path.
+    target = Path(str(value)).resolve()
     try:
         return str(target.resolve().relative_to(base))
     except ValueError:

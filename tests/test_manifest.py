@@ -92,3 +92,15 @@ def test_named_splits_follow_the_fold(tmp_path: Path, small_manifest: Path) -> N
     assert len(select_split(frame, "brats-test")) == 3
     with pytest.raises(ManifestError, match="mslub-test"):
         select_split(frame, "mslub-test")
+
+
+def test_relative_paths_in_memory_are_relative_to_the_working_directory(
+    tmp_path: Path, small_manifest: Path, monkeypatch
+) -> None:
+    frame = read_manifest(small_manifest)
+    monkeypatch.chdir(tmp_path)
+    frame["image"] = [str(Path(p).relative_to(tmp_path)) for p in frame["image"]]
+    target = tmp_path / "sub" / "m.csv"
+    write_manifest(frame, target)
+    again = read_manifest(target)
+    assert list(again["image"]) == [str(tmp_path / p) for p in frame["image"]]
