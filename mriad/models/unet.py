@@ -37,7 +37,14 @@ def timestep_embedding(t: torch.Tensor, dim: int, max_period: float = 10000.0) -
 
 
 class GroupNorm32(nn.GroupNorm):
-    """GroupNorm computed in float32, so bf16 autocast does not cost accuracy in the statistics."""
+    """GroupNorm computed in float32, so bf16 autocast does not cost accuracy in the statistics.
+
+    ``groups`` is an upper bound: narrow test/CPU networks (8 or 16 channels) use the largest common
+    divisor, so `--channels 8` works without also having to set the group count.
+    """
+
+    def __init__(self, groups: int, channels: int):
+        super().__init__(math.gcd(groups, channels), channels)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return super().forward(x.float()).type(x.dtype)
