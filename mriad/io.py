@@ -64,6 +64,23 @@ def atomic_path(path: str | Path, suffix: str | None = None) -> Iterator[Path]:
         raise
 
 
+def remove_temporaries(folder: str | Path) -> int:
+    """Delete the ``.<name>.XXXX.tmp<suffix>`` files that :func:`atomic_path` writers killed mid-write left.
+
+    Call only while holding the folder (see :func:`mriad.locking.folder_lock`): a live writer's
+    temporary file looks the same. Not recursive. Returns how many were removed.
+    """
+    removed = 0
+    folder = Path(folder)
+    if folder.is_dir():
+        for path in folder.glob(".*.tmp*"):
+            if path.is_file():
+                with contextlib.suppress(FileNotFoundError):
+                    path.unlink()
+                    removed += 1
+    return removed
+
+
 def _read_umask() -> int:
     current = os.umask(0)
     os.umask(current)
@@ -130,7 +147,7 @@ def safe_torch_load(path: str | Path, map_location: Any = "cpu") -> Any:
     except pickle.UnpicklingError as exc:
         first = str(exc).strip().splitlines()[0] if str(exc).strip() else "unsafe content"
         raise InputError(path, f"refused: not a plain weights checkpoint ({first[:160]})") from None
-    except (RuntimeError, EOFError, ValueError, OSError) as exc:
+    except Exception as exc:  # garbage makes torch's unpickler fail in many ways (IndexError, KeyError...)
         raise InputError(path, f"not a readable checkpoint ({type(exc).__name__})") from None
 
 
@@ -142,7 +159,11 @@ def _pick_affine(img: Any, path: Path) -> tuple[np.ndarray, str]:
     note = ""
     if sform is not None and qform is not None and scode > 0 and qcode > 0:
         if not np.allclose(sform, qform, atol=_AFFINE_TOLERANCE_MM):
-            note = "sform and qform disagree; using the sform"
+            # How far apart the two put the image: the largest displacement of a corner voxel, in mm.
+            corners = np.array(np.meshgrid(*[[0, max(n - 1, 0)] for n in img.shape[:3]], [1], indexing="ij"))
+            corners = corners.reshape(4, -1)
+            apart = float(np.abs((np.asarray(sform) - np.asarray(qform)) @ corners)[:3].max())
+            note = f"{path.name}: sform and qform disagree; using the sform (the qform is up to {apart:.1f} mm off)"
     if sform is not None and scode > 0:
         affine = sform
     elif qform is not None and qcode > 0:
@@ -160,7 +181,8 @@ def read_nifti(path: str | Path, *, allow_empty: bool = False, dtype: Any = np.f
 
     Accepted: 3D images, and 4D images whose trailing dimensions are 1 (squeezed). Refused with an
     :class:`InputError` naming the file: unreadable or truncated files, other 4D or 2D images,
-    NaN/Inf voxels, a zero or NaN scale factor, and (unless ``allow_empty``) all-zero images.
+    NaN/Inf voxels, an unusable scale factor (see :func:`_check_scale_factor`), and (unless
+    ``allow_empty``) all-zero images.
     """
     import nibabel as nib
 
@@ -183,7 +205,8 @@ def read_nifti(path: str | Path, *, allow_empty: bool = False, dtype: Any = np.f
     if min(shape) < 2:
         raise InputError(path, f"expected a 3D image, got shape {tuple(img.shape)} (a 2D slice?)")
     try:
-        data = np.asarray(img.dataobj, dtype=np.float64 if dtype == np.float64 else np.float32)
+        source = _verified_gzip(img, path) if path.name.lower().endswith(".gz") else img
+        data = np.asarray(source.dataobj, dtype=np.float64 if dtype == np.float64 else np.float32)
     except Exception as exc:
         raise InputError(path, f"truncated or corrupt image data ({_short(exc)})") from None
     data = data.reshape(shape)
@@ -196,19 +219,45 @@ def read_nifti(path: str | Path, *, allow_empty: bool = False, dtype: Any = np.f
     return Volume(data=data.astype(dtype, copy=False), affine=affine, path=str(path), note=note)
 
 
-def _check_scale_factor(img: Any, path: Path) -> None:
-    """Refuse integer images whose stored scale factor is 0 or NaN while an offset is set.
+def _verified_gzip(img: Any, path: Path) -> Any:
+    """The image re-read from its fully decompressed file, so that gzip's CRC and length are checked.
 
-    nibabel itself writes scl_slope = NaN for "unscaled", so NaN/0 alone is normal; only together
-    with a non-zero scl_inter is the intended intensity undefined.
+    nibabel stops reading a .nii.gz once it has the voxels it needs and never reaches the stream's
+    checksum: flipped bytes in the middle then decode to wrong voxels without any error. Decompressing
+    the whole file in one call costs what nibabel's streamed read costs, and catches them.
     """
-    header = img.header
-    if header.get_data_dtype().kind not in "iu":
+    import gzip
+
+    raw = gzip.decompress(path.read_bytes())
+    return type(img).from_bytes(raw)
+
+
+def _check_scale_factor(img: Any, path: Path) -> None:
+    """Refuse a stored intensity scaling that cannot be applied as the file intends.
+
+    The NIfTI standard reads scl_slope = 0 as "no scaling", and nibabel writes NaN for the same, so a
+    0 or NaN slope alone is normal (real BraTS int16 files carry slope 0, offset 0). Refused are a 0 or
+    NaN slope together with a non-zero offset (the header asks for scaling but nibabel would silently
+    drop the offset) and an infinite slope or offset (nibabel would silently read the voxels unscaled).
+    The values are read from the file's own header: a loaded image's header has them reset to NaN.
+    """
+    slope, inter = _stored_scaling(img)
+    if slope is None:
         return
-    slope = float(np.asarray(header["scl_slope"]))
-    inter = float(np.asarray(header["scl_inter"]))
-    if (slope == 0 or not np.isfinite(slope)) and np.isfinite(inter) and inter != 0:
-        raise InputError(path, f"invalid intensity scale factor scl_slope={slope} with scl_inter={inter}")
+    unusable = slope == 0 or np.isnan(slope)
+    if (unusable and np.isfinite(inter) and inter != 0) or np.isinf(slope) or np.isinf(inter):
+        raise InputError(path, f"invalid intensity scale factor in the header (scl_slope={slope}, scl_inter={inter})")
+
+
+def _stored_scaling(img: Any) -> tuple[float | None, float]:
+    """(scl_slope, scl_inter) as stored on disk; (None, 0) when the header cannot be read again."""
+    try:
+        holder = img.file_map.get("header") or img.file_map["image"]  # a .hdr/.img pair, or one .nii file
+        with holder.get_prepare_fileobj("rb") as handle:
+            header = type(img.header).from_fileobj(handle, check=False)
+        return float(np.asarray(header["scl_slope"])), float(np.asarray(header["scl_inter"]))
+    except Exception:  # in-memory images, exotic file maps: nothing stored to check
+        return None, 0.0
 
 
 def _short(exc: BaseException) -> str:
@@ -243,6 +292,23 @@ def write_nifti(
         file_map["image"].fileobj = buffer
         img.to_file_map(file_map)
     return atomic_write_bytes(path, buffer.getvalue())
+
+
+def check_labels(volume: Volume, allowed: Any = None, what: str = "segmentation") -> np.ndarray:
+    """Refuse a label map with values other than non-negative integers (or outside ``allowed``).
+
+    Catches a probability map or an intensity image given as a segmentation, and labels a data set
+    does not define (BraTS: 1, 2, 4; a lesion mask: 1). Returns the sorted distinct labels.
+    """
+    values = np.unique(volume.data)
+    bad = values[(values < 0) | (values != np.round(values))]
+    if allowed is not None:
+        bad = np.union1d(bad, values[~np.isin(values, sorted(allowed))])
+    if bad.size:
+        shown = ", ".join(f"{v:g}" for v in bad[:5]) + (", ..." if bad.size > 5 else "")
+        expected = ", ".join(str(v) for v in sorted(allowed)) if allowed is not None else "non-negative integers"
+        raise InputError(volume.path, f"{what} holds unexpected label(s) {shown} (expected {expected})")
+    return values
 
 
 def check_same_grid(reference: Volume, other: Volume, tolerance_mm: float = 1e-2) -> None:

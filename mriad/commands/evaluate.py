@@ -64,3 +64,5 @@ def evaluate_command(
         console.print(table)
     info(f"results: {Path(summary['outputs']['summary']).parent}")
     emit(summary)
+    if summary.get("failures"):
+        raise typer.Exit(1)  # some subjects were refused: listed in failures.csv and the summary

@@ -30,7 +30,8 @@ from mriad.evaluate.figures import Example, example_grid, lesion_slice, pr_curve
 from mriad.evaluate.postprocess import postprocess
 from mriad.evaluate.threshold import SEARCHES, ThresholdResult, find_threshold, fpr_thresholds
 from mriad.evaluate.volumes import SplitVolumes, ensure_recon, load_split, volumes_per_chunk
-from mriad.io import atomic_write_csv, atomic_write_json
+from mriad.io import atomic_write_csv, atomic_write_json, remove_temporaries
+from mriad.locking import folder_lock
 from mriad.manifest import parse_split_name, read_manifest, select_split
 
 EROSION_ITERATIONS = 3
@@ -202,6 +203,11 @@ def evaluate(
 ) -> dict[str, Any]:
     """Evaluate a run on a split; write per-subject metrics, the summary and figures; return the summary.
 
+    Subjects whose files are refused (unreadable, empty mask, segmentation with labels other than 0/1
+    or on another grid) are left out, listed in ``eval/<split>/failures.csv`` and in the summary's
+    ``failures``; the command then exits with 1. The threshold comes from the readable validation
+    subjects (their failures are listed too).
+
     Lesion splits get Dice (at the validation threshold), AUPRC, AUROC and oracle Dice; healthy
     splits get l1 and the thresholds at 1/5/10 % false-positive rate. ``make_missing(run, split,
     data=..., device=...)`` produces absent reconstructions (default: `mriad.reconstruct`).
@@ -209,15 +215,40 @@ def evaluate(
     run = Path(run).resolve()
     if threshold_search not in SEARCHES:
         raise MriadError(f"--threshold-search {threshold_search!r}: expected one of {', '.join(SEARCHES)}")
-    device = torch.device(device)
     config = read_run_config(run)
+    parse_split_name(split)
+    # One writer per eval/<split>: a second evaluation of the same split is refused, not interleaved.
+    with folder_lock(run / "eval" / split, f"evaluate {split}"):
+        remove_temporaries(run / "eval" / split / "figures")  # a killed run's half-drawn figures
+        return _evaluate(
+            run, split, config, data=data, val_split=val_split, fold=fold, threshold=threshold,
+            threshold_search=threshold_search, device=torch.device(device), make_missing=make_missing,
+            figures=figures,
+        )
+
+
+def _evaluate(
+    run: Path,
+    split: str,
+    config: dict[str, Any],
+    *,
+    data: Path | None,
+    val_split: str | None,
+    fold: int | None,
+    threshold: float | None,
+    threshold_search: str,
+    device: torch.device,
+    make_missing: Callable | None,
+    figures: bool,
+) -> dict[str, Any]:
     manifest_path = resolve_manifest(run, config, data)
     frame = read_manifest(manifest_path)
     fold = int(fold if fold is not None else (config.get("fold") if config.get("fold") is not None else 0))
 
     rows = select_split(frame, split, fold)
     ensure_recon(run, split, rows, data=manifest_path, device=str(device), make_missing=make_missing)
-    volumes = load_split(run, split, rows)
+    failures: list[tuple[str, str]] = []
+    volumes = load_split(run, split, rows, failures=failures)
     info(f"evaluating {len(volumes)} subject(s) of {split} on {device}")
     maps = postprocess_split(volumes, device)
     has_lesions = bool((volumes.labels == 1).any())
@@ -233,7 +264,7 @@ def evaluate(
         else:
             val_rows = select_split(frame, val_name, fold)
             ensure_recon(run, val_name, val_rows, data=manifest_path, device=str(device), make_missing=make_missing)
-            val_volumes = load_split(run, val_name, val_rows)
+            val_volumes = load_split(run, val_name, val_rows, failures=failures)
             val_maps = postprocess_split(val_volumes, device)
         chosen = choose_threshold(val_volumes, val_maps, threshold_search)
         debug(f"threshold {chosen.threshold:.6g} ({chosen.method}) reaches Dice {chosen.dice:.4f} on {val_name}")
@@ -263,6 +294,7 @@ def evaluate(
         "threshold_search": None if chosen is None else chosen.method,
         "threshold_val_dice": None if chosen is None else _nan_to_none(chosen.dice),
         "n_subjects": len(volumes),
+        "failures": [{"subject_id": subject, "reason": reason} for subject, reason in failures],
         "metrics": {
             name: stats
             for name in ("dice", "auprc", "auroc", "oracle_dice", "l1")
@@ -288,6 +320,14 @@ def evaluate(
         "outputs": {"per_subject": str(out / "per_subject.csv"), "summary": str(out / "summary.json")},
     }
     atomic_write_csv(out / "per_subject.csv", table)
+    failures_csv = out / "failures.csv"
+    if failures:
+        atomic_write_csv(failures_csv, pd.DataFrame(failures, columns=["subject_id", "reason"]))
+        summary["outputs"]["failures"] = str(failures_csv)
+        for subject, reason in failures:
+            warn(f"{subject}: {reason}")
+    else:
+        failures_csv.unlink(missing_ok=True)  # an earlier run's failures are fixed now
     if figures:
         summary["outputs"]["figures"] = str(out / "figures")
         _examples(out / "figures" / "examples.png", volumes, maps, table, chosen)

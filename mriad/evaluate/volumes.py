@@ -19,7 +19,7 @@ import pandas as pd
 import torch
 
 from mriad.errors import InputError, MriadError
-from mriad.io import read_nifti
+from mriad.io import Volume, check_labels, check_same_grid, read_nifti
 
 
 def recon_files(run: Path, split: str, subject: str) -> tuple[Path, Path]:
@@ -56,7 +56,9 @@ def ensure_recon(
             ) from None
     make_missing(run, split, data=data, device=device)
     still = missing_recon(run, split, rows)
-    if still:
+    # Some subjects without maps (their scans were refused by `reconstruct`) are reported one by one
+    # when the split is loaded; a split without any map is an error of its own.
+    if still and len(still) == len(rows):
         rec, _ = recon_files(run, split, still[0])
         raise InputError(rec, f"missing after reconstruction ({len(still)} subject(s) of {split} lack maps)")
 
@@ -81,21 +83,31 @@ class SplitVolumes:
         return len(self.rows)
 
 
+def _binary(volume: Volume, what: str) -> np.ndarray:
+    """A mask the contract stores as 0/1; anything else (BraTS labels 2/4, probabilities) is refused."""
+    check_labels(volume, allowed=(0, 1), what=what)
+    return volume.data > 0.5
+
+
 def _read_subject(run: Path, split: str, row: pd.Series) -> dict:
     subject = str(row["subject_id"])
     rec_path, score_path = recon_files(run, split, subject)
     image = read_nifti(row["image"], allow_empty=True)
     if not str(row["mask"]).strip():
         raise InputError(row["image"], f"subject {subject} has no brain mask in the manifest (needed to evaluate)")
-    mask = read_nifti(row["mask"], allow_empty=True).data > 0.5
+    mask_volume = read_nifti(row["mask"], allow_empty=True)
+    check_same_grid(image, mask_volume)
+    mask = _binary(mask_volume, "brain mask")
     if not mask.any():
         raise InputError(row["mask"], "brain mask is empty")
     seg = np.zeros(image.shape, dtype=bool)
     if str(row["seg"]).strip():
-        seg = read_nifti(row["seg"], allow_empty=True).data > 0.5
+        seg_volume = read_nifti(row["seg"], allow_empty=True)
+        check_same_grid(image, seg_volume)
+        seg = _binary(seg_volume, "segmentation")
     rec = read_nifti(rec_path, allow_empty=True).data
     score = read_nifti(score_path, allow_empty=True).data
-    for path, array in ((row["mask"], mask), (row["seg"], seg), (rec_path, rec), (score_path, score)):
+    for path, array in ((rec_path, rec), (score_path, score)):
         if array.shape != image.shape:
             raise InputError(path, f"shape {array.shape} differs from the image's {image.shape}")
     return {
@@ -108,11 +120,38 @@ def _read_subject(run: Path, split: str, row: pd.Series) -> dict:
     }
 
 
-def load_split(run: Path, split: str, rows: pd.DataFrame, workers: int | None = None) -> SplitVolumes:
-    """Read every subject of ``rows`` (threaded) and stack them into CPU tensors."""
+def load_split(
+    run: Path, split: str, rows: pd.DataFrame, workers: int | None = None,
+    failures: list[tuple[str, str]] | None = None,
+) -> SplitVolumes:
+    """Read every subject of ``rows`` (threaded) and stack them into CPU tensors.
+
+    A bad subject raises its :class:`InputError`, unless a ``failures`` list is given: then it is
+    appended there as ``(subject_id, one-line reason)`` and left out, so one broken file does not stop
+    the evaluation of the others (the caller reports it and exits non-zero).
+    """
     workers = workers or min(8, os.cpu_count() or 1, max(len(rows), 1))
+
+    def read(row: pd.Series) -> dict | InputError:
+        try:
+            return _read_subject(run, split, row)
+        except InputError as exc:
+            if failures is None:
+                raise
+            return exc
+
     with ThreadPoolExecutor(max_workers=workers) as pool:
-        loaded = list(pool.map(lambda item: _read_subject(run, split, item[1]), rows.iterrows()))
+        results = list(pool.map(lambda item: read(item[1]), rows.iterrows()))
+    keep = []
+    for (index, row), item in zip(rows.iterrows(), results):
+        if isinstance(item, InputError):
+            failures.append((str(row["subject_id"]), str(item)))  # type: ignore[union-attr]
+        else:
+            keep.append(index)
+    loaded = [item for item in results if not isinstance(item, InputError)]
+    if not loaded:
+        raise MriadError(f"{split}: no subject could be read ({failures[0][1] if failures else 'empty split'})")
+    rows = rows.loc[keep]
     shape = loaded[0]["image"].shape
     for (_, row), item in zip(rows.iterrows(), loaded):
         if item["image"].shape != shape:

@@ -123,12 +123,23 @@ def synthesize(
     """Write ``healthy`` IXI-like and ``lesions`` lesion scans (data set ``layout``) under ``out``.
 
     Raises :class:`MriadError` for impossible requests (unknown layout or modality, lesions with the
-    healthy-only ``ixi`` layout, too few healthy subjects for the preprocessed layout's splits).
+    healthy-only ``ixi`` layout, too few healthy subjects for the preprocessed layout's splits), and
+    :class:`~mriad.errors.LockError` while another live process writes into ``out``.
     """
-    from mriad.console import track
-
     out = Path(out)
     _check(out, healthy, lesions, layout, preprocessed, modality)
+    from mriad.locking import folder_lock
+
+    # One writer per OUT: two syntheses into one folder would mix their subjects and manifests.
+    with folder_lock(out, "synth"):
+        return _synthesize(out, healthy, lesions, layout, preprocessed, seed, modality)
+
+
+def _synthesize(
+    out: Path, healthy: int, lesions: int, layout: str, preprocessed: bool, seed: int, modality: str
+) -> SynthResult:
+    from mriad.console import track
+
     start = time.perf_counter()
     atlas = atlas_arrays()
     rows: list[dict[str, object]] = []

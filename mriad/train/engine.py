@@ -25,7 +25,7 @@ import torch
 
 from mriad.console import info, warn
 from mriad.errors import ManifestError, MriadError
-from mriad.io import safe_torch_load
+from mriad.io import remove_temporaries, safe_torch_load
 from mriad.models.registry import get_model_class
 from mriad.train import distributed
 from mriad.train.loop import FitResult, TrainingLoop
@@ -128,6 +128,8 @@ class _Trainer:
             if self.run_folder.root.exists() and not self.run_folder.root.is_dir():
                 raise MriadError(f"{self.run_folder.root}: exists and is not a folder; choose another --out")
             with folder_lock(self.run_folder.root, f"train {self.name}"):
+                # Checkpoint temporaries a killed run left (last.pt itself is always whole).
+                remove_temporaries(self.run_folder.checkpoints)
                 return self._run()
         return self._run()
 
