@@ -82,12 +82,17 @@ def register(
     method: str = "affine-fast",
     seed: int = 0,
     initial: np.ndarray | None = None,
+    working_spacing: float | None = None,
 ) -> Registration:
     """Register ``moving`` (subject) to ``fixed`` (template); mutual information, ANTs defaults otherwise.
 
     ``initial`` (a RAS template->subject matrix, e.g. from a head registration) starts the optimiser
-    there instead of at the centres of mass.
+    there instead of at the centres of mass. ``working_spacing`` (mm) block-averages both images first
+    and shrinks/smooths less, so the optimiser sees the same resolutions in about half the time. The
+    default for ``affine-fast`` is 2 mm: its finest optimised level is 4 mm, so nothing is lost.
     """
+    if working_spacing is None and method == "affine-fast":
+        working_spacing = 2.0
     if method not in METHODS:
         raise MriadError(f"--registration {method}: expected one of {', '.join(METHODS)}")
     if method == "none":
@@ -96,9 +101,17 @@ def register(
 
     workdir = tempfile.mkdtemp(prefix="mriad-reg-")
     try:
+        kwargs: dict[str, Any] = {}
+        if working_spacing:
+            factor = int(round(working_spacing / float(np.min(_spacing(moving_affine)))))
+            if factor > 1:
+                fixed, fixed_affine = _coarsen(fixed, fixed_affine, factor)
+                moving, moving_affine = _coarsen(moving, moving_affine, factor)
+                # Same physical pyramid as at full resolution: shrink factors and sigmas (voxels) / factor.
+                kwargs["aff_shrink_factors"] = tuple(max(1, s // factor) for s in (6, 4, 2, 1))
+                kwargs["aff_smoothing_sigmas"] = tuple(s / factor for s in (3, 2, 1, 0))
         fixed_img = to_ants(fixed, fixed_affine)
         moving_img = to_ants(moving, moving_affine)
-        kwargs: dict[str, Any] = {}
         if initial is not None:
             kwargs["initial_transform"] = [write_ants_affine(initial, os.path.join(workdir, "init.mat"))]
         result = ants.registration(
@@ -116,6 +129,21 @@ def register(
     except BaseException:
         shutil.rmtree(workdir, ignore_errors=True)
         raise
+
+
+def _spacing(affine: np.ndarray) -> np.ndarray:
+    return np.sqrt((np.asarray(affine)[:3, :3] ** 2).sum(axis=0))
+
+
+def _coarsen(data: np.ndarray, affine: np.ndarray, factor: int) -> tuple[np.ndarray, np.ndarray]:
+    """Block-average by ``factor`` (an exact anti-aliased downsampling) with the matching affine."""
+    from mriad.preprocess.downsample import block_mean
+
+    coarse = block_mean(data, factor=factor)
+    new = np.asarray(affine, dtype=float).copy()
+    new[:3, :3] = affine[:3, :3] * factor
+    new[:3, 3] = affine[:3, :3] @ np.full(3, (factor - 1) / 2.0) + affine[:3, 3]
+    return coarse, new
 
 
 def write_ants_affine(matrix_ras: np.ndarray, path: str) -> str:

@@ -56,10 +56,29 @@ def resample_to_grid(
     world = np.eye(4) if world is None else np.asarray(world, dtype=float)
     voxel_map = np.linalg.inv(affine) @ world @ grid_affine
     source = np.asarray(data, dtype=np.float32 if order > 0 else data.dtype)
+    shift = np.round(voxel_map[:3, 3])
+    if np.allclose(voxel_map[:3, :3], np.eye(3), atol=1e-6) and np.allclose(voxel_map[:3, 3], shift, atol=1e-4):
+        # Same voxel size and axes, whole-voxel offset (BraTS onto the crop grid): interpolation would
+        # return the voxels themselves, so copy them (exact, and ~10x faster).
+        return _shifted_copy(source, tuple(int(v) for v in shift), tuple(shape), cval)
     return ndimage.affine_transform(
         source, voxel_map[:3, :3], offset=voxel_map[:3, 3], output_shape=tuple(shape), order=order,
         mode="constant", cval=cval, prefilter=False,
     )
+
+
+def _shifted_copy(source: np.ndarray, start: tuple[int, ...], shape: tuple[int, ...], cval: float) -> np.ndarray:
+    """``out[i] = source[i + start]`` where that exists, ``cval`` elsewhere."""
+    out = np.full(shape, cval, dtype=source.dtype)
+    src, dst = [], []
+    for begin, size, length in zip(start, shape, source.shape):
+        lo, hi = max(begin, 0), min(begin + size, length)
+        if hi <= lo:
+            return out
+        src.append(slice(lo, hi))
+        dst.append(slice(lo - begin, hi - begin))
+    out[tuple(dst)] = source[tuple(src)]
+    return out
 
 
 def resample_isotropic(volume: Volume, spacing: float = 1.0, *, order: int = 1) -> Volume:

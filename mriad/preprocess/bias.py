@@ -1,0 +1,49 @@
+"""Step 6: N4 bias field correction inside the brain mask (SimpleITK).
+
+The field is smooth, so it is estimated on a x4-shrunk image (~7 s instead of minutes) and evaluated at
+full resolution through ``GetLogBiasFieldAsImage``; the image is divided by it. Voxels outside the mask
+stay 0.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+SHRINK = 4
+
+
+def n4_correct(
+    image: np.ndarray,
+    mask: np.ndarray,
+    *,
+    spacing: tuple[float, float, float] = (1.0, 1.0, 1.0),
+    shrink: int = SHRINK,
+    iterations: tuple[int, ...] = (50, 50, 50, 50),
+) -> np.ndarray:
+    """Bias-corrected copy of ``image`` (float32); 0 outside ``mask``.
+
+    Arrays are passed to SimpleITK as they are (its z, y, x reading just reverses the axes, so the
+    spacing is reversed too); N4 does not care about orientation.
+    """
+    import SimpleITK as sitk
+
+    if not mask.any():
+        return np.zeros_like(image, dtype=np.float32)
+    inside = image[mask]
+    # N4 works on log intensities: keep the masked voxels strictly positive.
+    floor = max(float(np.percentile(inside, 1)) * 1e-2, 1e-6)
+    work = np.where(mask, np.maximum(image, floor), floor).astype(np.float32)
+    img = sitk.GetImageFromArray(work)
+    img.SetSpacing(tuple(float(s) for s in spacing[::-1]))
+    msk = sitk.GetImageFromArray(mask.astype(np.uint8))
+    msk.CopyInformation(img)
+    small = sitk.Shrink(img, [shrink] * 3)
+    small_mask = sitk.Shrink(msk, [shrink] * 3)
+    if not sitk.GetArrayViewFromImage(small_mask).any():  # a tiny mask can vanish when shrunk
+        small, small_mask = img, msk
+    corrector = sitk.N4BiasFieldCorrectionImageFilter()
+    corrector.SetMaximumNumberOfIterations(list(iterations))
+    corrector.Execute(small, small_mask)
+    log_field = sitk.GetArrayFromImage(corrector.GetLogBiasFieldAsImage(img))
+    corrected = work / np.exp(log_field)
+    return np.where(mask, corrected, 0.0).astype(np.float32)

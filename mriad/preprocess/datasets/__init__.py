@@ -1,0 +1,39 @@
+"""Dataset adapters: ``--dataset`` name -> module with ``NAME``, ``DEFAULTS`` and ``discover()``."""
+
+from __future__ import annotations
+
+import importlib
+from pathlib import Path
+from types import ModuleType
+
+from mriad.errors import MriadError
+from mriad.preprocess.datasets.base import DatasetDefaults, Discovery, Problem, Subject
+
+__all__ = ["ADAPTERS", "DatasetDefaults", "Discovery", "Problem", "Subject", "adapter", "dataset_name", "discover"]
+
+# Command-line name -> adapter module. BraTS years share one adapter and one manifest name.
+ADAPTERS = {
+    "ixi": "ixi",
+    "brats": "brats",
+    "brats18": "brats",
+    "brats21": "brats",
+    "mslub": "mslub",
+    "bids": "bids",
+    "generic": "generic",
+}
+
+
+def adapter(dataset: str) -> ModuleType:
+    key = dataset.lower()
+    if key not in ADAPTERS:
+        raise MriadError(f"--dataset {dataset}: expected one of ixi, brats21, mslub, bids, generic")
+    return importlib.import_module(f"mriad.preprocess.datasets.{ADAPTERS[key]}")
+
+
+def dataset_name(dataset: str) -> str:
+    """The manifest's dataset column: ixi, brats, mslub, else the given name."""
+    return adapter(dataset).NAME
+
+
+def discover(dataset: str, raw: Path, modality: str = "t2", demographics: Path | None = None) -> Discovery:
+    return adapter(dataset).discover(Path(raw), modality, demographics)

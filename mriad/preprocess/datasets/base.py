@@ -1,0 +1,100 @@
+"""What a dataset adapter finds in a raw folder: subjects, their scan of one modality, segmentation, demographics.
+
+Adapters only look at file names and side tables; they never open images (the pipeline validates
+those per subject, so one broken file fails one subject, not the discovery of all of them).
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+MODALITIES = ("t1", "t2", "flair")
+NIFTI = re.compile(r"\.nii(\.gz)?$", re.IGNORECASE)
+
+
+@dataclass
+class Subject:
+    """One scan to preprocess. ``label`` is 1 when a lesion segmentation comes with it."""
+
+    subject_id: str
+    image: Path
+    seg: Path | None = None
+    age: float | None = None
+    sex: str = ""
+    notes: list[str] = field(default_factory=list)
+
+    @property
+    def label(self) -> int:
+        return 1 if self.seg is not None else 0
+
+
+@dataclass
+class Problem:
+    """A subject the adapter could not use (e.g. its folder lacks the wanted modality)."""
+
+    subject: str
+    file: str
+    reason: str
+
+
+@dataclass
+class Discovery:
+    subjects: list[Subject] = field(default_factory=list)
+    problems: list[Problem] = field(default_factory=list)
+
+
+@dataclass(frozen=True)
+class DatasetDefaults:
+    """The steps a data set needs by default (BraTS: already stripped and in SRI24 space)."""
+
+    skull_strip: str = "hd-bet"
+    registration: str = "affine-fast"
+
+
+def is_nifti(path: Path) -> bool:
+    return path.is_file() and bool(NIFTI.search(path.name))
+
+
+def stem(path: Path) -> str:
+    """File name without ``.nii`` / ``.nii.gz``."""
+    return NIFTI.sub("", path.name)
+
+
+def nifti_files(folder: Path, recursive: bool = False) -> list[Path]:
+    pattern = "**/*" if recursive else "*"
+    return sorted(p for p in folder.glob(pattern) if is_nifti(p) and not p.name.startswith("."))
+
+
+def subfolders(folder: Path) -> list[Path]:
+    return sorted(p for p in folder.iterdir() if p.is_dir() and not p.name.startswith("."))
+
+
+def check_modality(modality: str, supported: Iterable[str], dataset: str) -> str:
+    from mriad.errors import MriadError
+
+    modality = modality.lower()
+    supported = tuple(supported)
+    if modality not in supported:
+        raise MriadError(f"--modality {modality}: the {dataset} data set has {', '.join(supported)}")
+    return modality
+
+
+def sex_code(value: object) -> str:
+    """Normalise sex to ``M`` / ``F`` (IXI codes 1 = male, 2 = female), else empty."""
+    text = str(value).strip().lower()
+    if text in {"1", "1.0", "m", "male"}:
+        return "M"
+    if text in {"2", "2.0", "f", "female"}:
+        return "F"
+    return ""
+
+
+def age_value(value: object) -> float | None:
+    try:
+        age = float(str(value).strip())
+    except ValueError:
+        return None
+    return round(age, 2) if age == age and 0 < age < 130 else None

@@ -1,0 +1,178 @@
+"""One subject through every step of DESIGN.md section 3, in memory (:func:`run_steps`) or from files
+to an output folder (:func:`process_subject`).
+
+Each step is a plain function in its own module; this file only chains them, times them and keeps the
+warnings a user should see (sform/qform disagreement, a lesion lost at the grid edge...).
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from mriad.atlas import final_grid, load_template
+from mriad.errors import InputError, MriadError
+from mriad.io import Volume, check_same_grid, read_nifti
+from mriad.preprocess import register as reg
+from mriad.preprocess import skullstrip
+from mriad.preprocess.bias import n4_correct
+from mriad.preprocess.crop import to_crop_grid
+from mriad.preprocess.downsample import downsample
+from mriad.preprocess.normalise import percentile_normalise
+from mriad.preprocess.reorient import axis_codes, reorient_canonical
+from mriad.preprocess.resample import resample_isotropic
+
+# Less than this share of the brain inside the crop grid means the registration went wrong.
+MIN_BRAIN_IN_GRID = 0.6
+
+
+@dataclass(frozen=True)
+class Options:
+    """How to preprocess; everything but ``device`` and ``qc`` must match for a rerun to skip a subject."""
+
+    dataset: str = "generic"
+    modality: str = "t2"
+    skull_strip: str = "hd-bet"
+    registration: str = "affine-fast"
+    n4: bool = True
+    qc: bool = True
+    device: str = "cpu"
+
+    def __post_init__(self) -> None:
+        if self.skull_strip not in skullstrip.METHODS:
+            raise MriadError(f"--skull-strip {self.skull_strip}: expected one of {', '.join(skullstrip.METHODS)}")
+        if self.registration not in reg.METHODS:
+            raise MriadError(f"--registration {self.registration}: expected one of {', '.join(reg.METHODS)}")
+
+    def signature(self) -> dict[str, object]:
+        return {k: v for k, v in asdict(self).items() if k not in ("qc", "device")}
+
+
+@dataclass
+class Processed:
+    """Final-grid arrays (96x96x50) and what happened on the way."""
+
+    image: np.ndarray
+    mask: np.ndarray
+    seg: np.ndarray | None
+    affine: np.ndarray
+    timings: dict[str, float] = field(default_factory=dict)
+    warnings: list[str] = field(default_factory=list)
+    # Template world -> subject world (RAS mm); the affine part only for SyN. Kept for provenance.
+    matrix: np.ndarray = field(default_factory=lambda: np.eye(4))
+
+
+class Timer:
+    """Collects seconds per step (the ``timings.json`` of a subject)."""
+
+    def __init__(self) -> None:
+        self.seconds: dict[str, float] = {}
+
+    @contextmanager
+    def step(self, name: str) -> Iterator[None]:
+        start = time.perf_counter()
+        try:
+            yield
+        finally:
+            self.seconds[name] = round(self.seconds.get(name, 0.0) + time.perf_counter() - start, 3)
+
+
+def run_steps(
+    image: Volume, options: Options, seg: Volume | None = None, timer: Timer | None = None
+) -> Processed:
+    """Chain the steps on validated volumes (native grids); returns final-grid arrays.
+
+    The segmentation is never resampled on its own before the crop step: it goes from its native grid
+    to the crop grid in one nearest-neighbour interpolation through the same transform as the image.
+    """
+    timer = timer or Timer()
+    warnings: list[str] = [image.note] if image.note else []
+    path = image.path or "<image>"
+    with timer.step("reorient"):
+        source_codes = axis_codes(image.affine)
+        image = reorient_canonical(image)
+        seg = reorient_canonical(seg) if seg is not None else None
+    with timer.step("resample"):
+        image = resample_isotropic(image, 1.0)
+    with timer.step("skull_strip"):
+        stripped = skullstrip.skull_strip(
+            image.data, image.affine, options.skull_strip, device=options.device, path=path, modality=options.modality
+        )
+        mask = stripped.mask
+    with timer.step("register"):
+        template = load_template("t1_brain", modality=options.modality)
+        registration = reg.register(
+            np.where(mask, image.data, 0.0), image.affine, template.data, template.affine,
+            method=options.registration, initial=stripped.head_matrix,
+        )
+    try:
+        with timer.step("crop"):
+            cropped = to_crop_grid(
+                registration, image.data, mask, image.affine,
+                seg=(seg.data > 0) if seg is not None else None, seg_affine=seg.affine if seg is not None else None,
+            )
+    finally:
+        registration.cleanup()
+    # Share of the (registered) brain inside the crop grid: volumes compared in template space.
+    scale = abs(float(np.linalg.det(registration.matrix[:3, :3])))
+    brain_ml = float(mask.sum()) * _voxel_ml(image.affine) / scale
+    kept = min(1.0, float(cropped.mask.sum()) * _voxel_ml(cropped.grid.affine) / max(brain_ml, 1e-6))
+    if kept < MIN_BRAIN_IN_GRID:
+        raise InputError(path, f"only {kept:.0%} of the brain lands in the crop grid ({source_codes} input): "
+                               f"registration {options.registration} failed or the image is not a head")
+    if kept < 0.9:
+        warnings.append(f"{kept:.0%} of the brain inside the crop grid")
+    crop_image = cropped.image
+    if options.n4:
+        with timer.step("n4"):
+            crop_image = n4_correct(crop_image, cropped.mask)
+    with timer.step("downsample"):
+        small_image, small_mask, small_seg = downsample(crop_image, cropped.mask, cropped.seg)
+    with timer.step("normalise"):
+        normalised = percentile_normalise(small_image, small_mask)
+    if seg is not None and np.any(seg.data > 0) and (small_seg is None or not small_seg.any()):
+        warnings.append("the lesion does not survive on the final grid (outside the kept slices or too small)")
+    return Processed(
+        normalised, small_mask, small_seg, final_grid().affine.copy(), dict(timer.seconds), warnings,
+        registration.matrix.copy(),
+    )
+
+
+def _voxel_ml(affine: np.ndarray) -> float:
+    return abs(float(np.linalg.det(np.asarray(affine)[:3, :3]))) / 1000.0
+
+
+def load_inputs(
+    image_path: Path, seg_path: Path | None, labels: tuple[int, ...] | None = None
+) -> tuple[Volume, Volume | None]:
+    """Read and validate the scan and its segmentation (same grid, integer labels, ``labels`` if given;
+    an empty lesion mask is allowed)."""
+    image = read_nifti(image_path)
+    if seg_path is None:
+        return image, None
+    seg = read_nifti(seg_path, allow_empty=True)
+    check_same_grid(image, seg)
+    check_labels(seg, labels)
+    return image, seg
+
+
+def check_labels(seg: Volume, labels: tuple[int, ...] | None) -> None:
+    """Refuse a segmentation that is not a label map: soft/probability values, negative or unknown labels.
+
+    Guessing a threshold for a soft map, or which unknown label is the lesion, would silently change
+    the lesion masks every metric is computed against.
+    """
+    values = np.unique(seg.data)
+    fractional = values[values != np.round(values)]
+    if fractional.size:
+        raise InputError(seg.path, f"unexpected label values (e.g. {float(fractional[0]):g}): a segmentation must "
+                                   "hold integer labels, not probabilities")
+    bad = [int(v) for v in values if v < 0 or (labels is not None and int(v) not in labels)]
+    if bad:
+        allowed = ", ".join(str(v) for v in labels) if labels is not None else "non-negative integers"
+        raise InputError(seg.path, f"unexpected label(s) {', '.join(map(str, bad[:5]))} (expected {allowed})")
