@@ -27,10 +27,11 @@ class DemoSize:
     baseline_epochs: int
     channels: int
     skull_strip: str
+    raw: bool  # False: synthesise the preprocessed layout directly (skips `mriad preprocess`)
 
 
-FULL = DemoSize(healthy=20, lesions=10, pddpm_epochs=300, baseline_epochs=300, channels=16, skull_strip="atlas")
-QUICK = DemoSize(healthy=8, lesions=4, pddpm_epochs=4, baseline_epochs=4, channels=8, skull_strip="atlas")
+FULL = DemoSize(healthy=16, lesions=8, pddpm_epochs=60, baseline_epochs=150, channels=16, skull_strip="atlas", raw=True)
+QUICK = DemoSize(healthy=7, lesions=4, pddpm_epochs=2, baseline_epochs=2, channels=8, skull_strip="atlas", raw=False)
 
 
 def _run(args: list[str], workspace: Path) -> None:
@@ -48,12 +49,16 @@ def run_demo(out: Path, size: DemoSize, seed: int = 0) -> float:
     out.mkdir(parents=True, exist_ok=True)
     raw, data = "raw", "data"
     common = ["--seed", str(seed), "--device", "cpu"]
-    _run([*common, "synth", raw, "--healthy", str(size.healthy), "--lesions", str(size.lesions),
-          "--layout", "brats"], out)
-    _run([*common, "preprocess", f"{raw}/IXI", data, "--dataset", "ixi", "--skull-strip", size.skull_strip,
-          "--demographics", f"{raw}/IXI.csv", "--jobs", "2"], out)
-    _run([*common, "preprocess", f"{raw}/BraTS2021", data, "--dataset", "brats21", "--jobs", "2"], out)
-    _run([*common, "split", f"{data}/manifest.csv", "--brats-val", "0.3"], out)
+    if size.raw:
+        _run([*common, "synth", raw, "--healthy", str(size.healthy), "--lesions", str(size.lesions),
+              "--layout", "brats"], out)
+        _run([*common, "preprocess", f"{raw}/IXI", data, "--dataset", "ixi", "--skull-strip", size.skull_strip,
+              "--demographics", f"{raw}/IXI.csv", "--jobs", "2"], out)
+        _run([*common, "preprocess", f"{raw}/BraTS2021", data, "--dataset", "brats21", "--jobs", "2"], out)
+        _run([*common, "split", f"{data}/manifest.csv", "--brats-val", "0.3"], out)
+    else:  # already preprocessed and split
+        _run([*common, "synth", data, "--healthy", str(size.healthy), "--lesions", str(size.lesions),
+              "--layout", "brats", "--preprocessed"], out)
     channels = str(size.channels)
     models = {
         "pddpm": ["--epochs", str(size.pddpm_epochs), "--channels", channels, "--set", "num_res_blocks=1",
@@ -76,7 +81,7 @@ def run_demo(out: Path, size: DemoSize, seed: int = 0) -> float:
 
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--quick", action="store_true", help="tiny sizes (seconds, for tests)")
+    parser.add_argument("--quick", action="store_true", help="tiny sizes, preprocessed synthetic data (for tests)")
     parser.add_argument("--out", type=Path, default=Path("demo_out"), help="workspace folder (default demo_out)")
     parser.add_argument("--keep", action="store_true", help="keep an existing demo folder instead of starting anew")
     parser.add_argument("--seed", type=int, default=0)

@@ -6,6 +6,7 @@ whole reliability suite must run in a couple of minutes on two shared CPU cores.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import random
@@ -236,14 +237,18 @@ def assert_whole_files(folder: Path) -> list[Path]:
     return leftovers
 
 
-def snapshot(folder: Path, patterns: Iterable[str]) -> dict[str, bytes]:
-    """Relative path -> bytes of the files matching ``patterns`` (glob, recursive) under ``folder``."""
+def snapshot(folder: Path, patterns: Iterable[str]) -> dict[str, str]:
+    """Relative path -> SHA-256 of the files matching ``patterns`` (glob, recursive) under ``folder``.
+
+    Digests, not bytes: equal digests mean equal bytes, and a failing comparison prints short strings
+    instead of making pytest diff megabytes of gzip.
+    """
     folder = Path(folder)
-    files: dict[str, bytes] = {}
+    files: dict[str, str] = {}
     for pattern in patterns:
         for path in folder.rglob(pattern):
             if path.is_file() and not TEMPORARY.match(path.name):
-                files[path.relative_to(folder).as_posix()] = path.read_bytes()
+                files[path.relative_to(folder).as_posix()] = hashlib.sha256(path.read_bytes()).hexdigest()
     return dict(sorted(files.items()))
 
 
