@@ -120,35 +120,55 @@ def _timed(func, *args) -> tuple[float, dict]:
     return time.perf_counter() - start, result
 
 
+def replicate(data: dict[str, np.ndarray], count: int) -> dict[str, np.ndarray]:
+    """``count`` volumes made by repeating the distinct ones (a 1151-volume split without minutes of numpy)."""
+    index = np.arange(count) % len(data["score"])
+    return {key: value[index] for key, value in data.items()}
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--volumes", type=int, default=20)
+    parser.add_argument("--distinct", type=int, default=None, help="synthesise this many, repeat to --volumes")
+    parser.add_argument("--repeats", type=int, default=1, help="interleaved repeats; medians are reported")
+    parser.add_argument("--devices", default=None, help="comma-separated torch devices (default: cpu[,cuda])")
     parser.add_argument("--skip-baseline", action="store_true", help="only time the torch path(s)")
     args = parser.parse_args()
-    data = synthetic(args.volumes)
+    data = synthetic(min(args.volumes, args.distinct or args.volumes))
+    data = replicate(data, args.volumes)
     print(f"{args.volumes} synthetic volumes {SHAPE}, torch {torch.__version__}, {torch.get_num_threads()} threads")
-    rows = []
-    reference = None
+    paths: dict[str, object] = {}
     if not args.skip_baseline:
-        seconds, reference = _timed(baseline, data)
-        rows.append(("scipy + sklearn loop (cpu)", seconds, reference))
-    devices = [torch.device("cpu")] + ([torch.device("cuda")] if torch.cuda.is_available() else [])
-    for device in devices:
+        paths["scipy + sklearn loop (cpu)"] = lambda: baseline(data)
+    names = args.devices.split(",") if args.devices else ["cpu"] + (["cuda"] if torch.cuda.is_available() else [])
+    for name in names:
+        device = torch.device(name)
         if device.type == "cuda":
             torch_path({k: v[:1] for k, v in data.items()}, device)  # warm-up: CUDA context, kernels
-        seconds, result = _timed(torch_path, data, device)
-        rows.append((f"mriad torch ({device.type})", seconds, result))
-    base = rows[0][1]
-    print(f"{'path':32s} {'seconds':>9s} {'s/volume':>9s} {'speed-up':>9s} {'Dice':>7s} {'AUPRC':>7s}")
-    for name, seconds, result in rows:
+        paths[f"mriad torch ({device.type})"] = lambda device=device: torch_path(data, device)
+    times: dict[str, list[float]] = {label: [] for label in paths}
+    results: dict[str, dict] = {}
+    for _ in range(args.repeats):  # interleaved: a shared machine's load drifts, both paths see it alike
+        for label, run in paths.items():
+            seconds, results[label] = _timed(run)
+            times[label].append(seconds)
+    base = float(np.median(next(iter(times.values()))))
+    print(
+        f"{'path':28s} {'median s':>9s} {'min-max s':>13s} {'s/volume':>9s} {'speed-up':>9s} {'Dice':>7s} {'AUPRC':>7s}"
+    )
+    for label, values in times.items():
+        median, result = float(np.median(values)), results[label]
         print(
-            f"{name:32s} {seconds:9.2f} {seconds / args.volumes:9.3f} {base / seconds:9.2f}x "
-            f"{np.nanmean(result['dice']):7.4f} {np.nanmean(result['auprc']):7.4f}"
+            f"{label:28s} {median:9.2f} {min(values):6.2f}-{max(values):6.2f} {median / args.volumes:9.4f} "
+            f"{base / median:8.2f}x {np.nanmean(result['dice']):7.4f} {np.nanmean(result['auprc']):7.4f}"
         )
+    reference = results.get("scipy + sklearn loop (cpu)")
     if reference is not None:
-        for name, _, result in rows[1:]:
+        for label, result in results.items():
+            if result is reference:
+                continue
             print(
-                f"{name}: max |AUPRC - sklearn| {np.max(np.abs(result['auprc'] - reference['auprc'])):.2e}, "
+                f"{label}: max |AUPRC - sklearn| {np.max(np.abs(result['auprc'] - reference['auprc'])):.2e}, "
                 f"max |AUROC - sklearn| {np.max(np.abs(result['auroc'] - reference['auroc'])):.2e}, "
                 f"threshold exact {result['threshold']:.5f} vs bisection {reference['threshold']:.5f}"
             )

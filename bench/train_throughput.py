@@ -8,22 +8,23 @@ Both loops train the same model on the same synthetic 96x96x50 volumes (written 
   mriad engine     the split loaded once onto the device, slices drawn there, a distinct simplex field
                    per slice generated on the device, bf16 autocast + channels_last on CUDA (fp32 on CPU):
                    exactly the engine's per-step work (DeviceSlices.sample_slices + model.training_step).
-  reference-style  a torch DataLoader over the NIfTI files (one random slice per volume, as the
-                   reference's epochs), fp32, ONE simplex field per batch generated on the CPU and copied
-                   to the device. The reference computes that field with numba (~2.3 ms on the dev
-                   machine); numba is not installed here, so the field comes from mriad's CPU simplex
-                   for one field (~0.05-0.5 ms), which flatters the reference slightly.
+  reference-style  bench/reference_style.py: a torch DataLoader over the NIfTI files (one random slice
+                   per volume, as the reference's epochs), fp32, ONE simplex field per batch generated on
+                   the CPU and copied to the device. The reference computes that field with numba
+                   (~2.3 ms on the dev machine); numba is not installed here, so the field comes from
+                   mriad's CPU simplex for one field (well under 1 ms), which flatters the reference.
 
 FLOPs per step are counted with torch.utils.flop_counter on one real training step (forward and
 backward); the peak is measured with a matmul benchmark on the same device and dtype (fp32 on CPU,
-bf16 on CUDA), so MFU = counted FLOPs / step time / measured matmul peak.
+bf16 on CUDA), so MFU = counted FLOPs / step time / measured matmul peak. Steps are interleaved
+(one of each loop in turn); the table gives median [min-max] and the median of per-round ratios.
 """
 
 from __future__ import annotations
 
 import argparse
+import sys
 import tempfile
-import time
 from pathlib import Path
 from typing import Any
 
@@ -31,10 +32,9 @@ import numpy as np
 import pandas as pd
 import torch
 
-CONFIGS = {
-    "paper": {},
-    "small": {"base_channels": 16, "channel_mult": "1,2,2", "num_res_blocks": 1, "groups": 8, "head_channels": 32},
-}
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from common import CONFIGS, interleaved, machine, matmul_peak, ratios, spread  # noqa: E402
+from reference_style import reference_training_step  # noqa: E402
 
 
 def write_volumes(root: Path, count: int, depth: int = 50) -> Path:
@@ -65,27 +65,6 @@ def write_volumes(root: Path, count: int, depth: int = 50) -> Path:
     return write_manifest(pd.DataFrame(rows), root / "manifest.csv")
 
 
-def matmul_peak(device: torch.device, dtype: torch.dtype, seconds: float = 2.0) -> float:
-    n = 4096 if device.type == "cuda" else 1024
-    a = torch.randn(n, n, device=device, dtype=dtype)
-    b = torch.randn(n, n, device=device, dtype=dtype)
-    best = 0.0
-    deadline = time.perf_counter() + seconds
-    while time.perf_counter() < deadline:
-        _sync(device)
-        start = time.perf_counter()
-        for _ in range(10):
-            a @ b
-        _sync(device)
-        best = max(best, 10 * 2 * n**3 / (time.perf_counter() - start))
-    return best
-
-
-def _sync(device: torch.device) -> None:
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
-
-
 def step_flops(model: Any, batch: torch.Tensor, autocast: Any) -> int:
     from torch.utils.flop_counter import FlopCounterMode
 
@@ -93,22 +72,6 @@ def step_flops(model: Any, batch: torch.Tensor, autocast: Any) -> int:
     with FlopCounterMode(display=False) as counter:
         model.training_step(batch, model.configure_optimizers(), generator, autocast)
     return int(counter.get_total_flops())
-
-
-def time_interleaved(steps: dict[str, Any], device: torch.device, warmup: int, count: int) -> dict[str, float]:
-    """Median seconds per step of each loop, timing one step of each in turn."""
-    for step in steps.values():
-        for _ in range(warmup):
-            step()
-    times: dict[str, list[float]] = {label: [] for label in steps}
-    for _ in range(count):
-        for label, step in steps.items():
-            _sync(device)
-            start = time.perf_counter()
-            step()
-            _sync(device)
-            times[label].append(time.perf_counter() - start)
-    return {label: float(np.median(values)) for label, values in times.items()}
 
 
 def engine_step(model: Any, manifest: Path, device: torch.device, batch_size: int) -> Any:
@@ -131,66 +94,6 @@ def engine_step(model: Any, manifest: Path, device: torch.device, batch_size: in
     return step
 
 
-class _SliceDataset(torch.utils.data.Dataset):
-    """The reference pattern: read a volume file per item, return one random brain slice."""
-
-    def __init__(self, rows: pd.DataFrame):
-        self.rows = rows.reset_index(drop=True)
-
-    def __len__(self) -> int:
-        return len(self.rows)
-
-    def __getitem__(self, i: int) -> torch.Tensor:
-        from mriad.io import read_nifti
-
-        image = read_nifti(self.rows.loc[i, "image"]).data
-        mask = read_nifti(self.rows.loc[i, "mask"], allow_empty=True).data
-        brain = np.flatnonzero(mask.reshape(-1, mask.shape[-1]).any(axis=0))
-        z = int(np.random.choice(brain))
-        return torch.from_numpy(np.ascontiguousarray(image[:, :, z]))[None]
-
-
-def reference_step(model: Any, manifest: Path, device: torch.device, batch_size: int, workers: int) -> Any:
-    from mriad.manifest import read_manifest, select_split
-    from mriad.models.simplex import simplex_noise
-
-    rows = select_split(read_manifest(manifest), "ixi-train", 0)
-    loader = torch.utils.data.DataLoader(
-        _SliceDataset(rows),
-        batch_size=batch_size,
-        shuffle=True,
-        num_workers=workers,
-        drop_last=True,
-        persistent_workers=workers > 0,
-    )
-    optimizers = model.configure_optimizers()
-    cpu = torch.Generator().manual_seed(0)
-    state = {"iterator": iter(loader)}
-    config = model.config
-
-    def one_field(shape: tuple[int, ...], generator: Any, target: Any) -> torch.Tensor:
-        field = simplex_noise(
-            (1, 1, *shape[-2:]),
-            generator=cpu,
-            octaves=int(config["octaves"]),
-            persistence=float(config["persistence"]),
-            frequency=float(config["frequency"]),
-        )
-        return field.to(target).expand(shape)  # one field for the whole batch, made on the host
-
-    model.noise = one_field  # type: ignore[method-assign]
-
-    def step() -> None:
-        try:
-            batch = next(state["iterator"])
-        except StopIteration:
-            state["iterator"] = iter(loader)
-            batch = next(state["iterator"])
-        model.training_step(batch.to(device), optimizers, None, None)
-
-    return step
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
@@ -201,8 +104,13 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=8)
     parser.add_argument("--workers", type=int, default=None, help="DataLoader workers (default: 0 on CPU, 4 on CUDA)")
     parser.add_argument("--threads", type=int, default=None)
+    parser.add_argument("--smoke", action="store_true", help="tiny network, few steps: checks the script runs")
     args = parser.parse_args()
+    if args.smoke:
+        args.config, args.volumes, args.warmup, args.steps = "tiny", 12, 1, 2
+        args.batch_size = args.batch_size or 4
 
+    from mriad.manifest import read_manifest, select_split
     from mriad.models.registry import build_model
     from mriad.models.unet import count_flops, count_parameters
 
@@ -231,26 +139,32 @@ def main() -> None:
             if engine:
                 steps[label] = engine_step(model, manifest, device, batch_size)
             else:
-                steps[label] = reference_step(model, manifest, device, batch_size, workers)
+                rows = select_split(read_manifest(manifest), "ixi-train", 0)
+                steps[label] = reference_training_step(model, rows, device, batch_size, workers)
         # Interleaved: a shared machine's load drifts; alternating steps exposes both loops to it equally.
-        times = time_interleaved(steps, device, args.warmup, args.steps)
-        results = []
-        for label, seconds in times.items():
-            results.append((label, batch_size / seconds, seconds, flops[label] / seconds / peak))
+        times = interleaved(steps, device, args.steps, warmup=args.warmup)
         flops = flops["mriad engine"]
         params = count_parameters(model)
         forward = count_flops(model.net, 96, 96)
 
+    print(f"# training throughput, {device}: {machine(device)}")
     print(
-        f"device {device} ({torch.cuda.get_device_name(device) if cuda else f'{torch.get_num_threads()} threads'}), "
         f"config {config}: {params / 1e6:.2f} M parameters, {forward / 1e9:.2f} GFLOP per 96x96 forward; "
-        f"batch {batch_size}; measured matmul peak {peak / 1e12:.3f} TFLOP/s ({'bf16' if cuda else 'fp32'})"
+        f"batch {batch_size}; {args.steps} interleaved steps; matmul peak {peak / 1e12:.3f} TFLOP/s "
+        f"({'bf16' if cuda else 'fp32'}); counted FLOPs per training step: {flops / 1e9:.1f} GFLOP"
     )
-    print(f"counted FLOPs per training step: {flops / 1e9:.1f} GFLOP")
-    print(f"{'loop':18s} {'slices/s':>10s} {'ms/step':>10s} {'MFU':>7s}")
-    for label, rate, seconds, mfu in results:
-        print(f"{label:18s} {rate:10.1f} {seconds * 1e3:10.1f} {mfu * 100:6.1f}%")
-    print(f"engine / reference-style: {results[0][1] / results[1][1]:.2f}x")
+    print(f"{'loop':18s} {'slices/s':>24s} {'ms/step':>26s} {'MFU':>7s}")
+    for label, values in times.items():
+        rate = [batch_size / v for v in values]
+        mfu = flops / float(np.median(values)) / peak
+        print(f"{label:18s} {spread(rate, digits=1):>24s} {spread(values, 1e3, 1):>26s} {mfu * 100:6.1f}%")
+    ratio = ratios(times["reference-style"], times["mriad engine"])
+    if cuda:
+        mfu = flops / float(np.median(times["mriad engine"])) / peak
+        verdict = "HOLDS" if np.median(ratio) >= 3 and mfu >= 0.4 else "MISSED"
+        print(f"engine / reference-style: {spread(ratio)}x; target >= 3x and >= 40% MFU: {verdict}")
+    else:
+        print(f"engine / reference-style: {spread(ratio)}x (the training targets are GPU targets)")
 
 
 if __name__ == "__main__":

@@ -70,3 +70,30 @@ def stitch(predictions: torch.Tensor, masks: torch.Tensor) -> torch.Tensor:
     """Average per-box predictions ``(N, K, C, H, W)`` over the boxes ``(K, 1, H, W)`` that cover a pixel."""
     weights = masks.to(predictions.dtype)
     return (predictions * weights).sum(dim=1) / coverage(masks).to(predictions.dtype)
+
+
+def boxes_with_brain(boxes: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    """Which boxes hold at least one brain pixel, per slice: ``(N, K)`` bool.
+
+    ``mask`` is ``(N, 1, H, W)`` (any dtype, non-zero = brain). A summed-area table gives every box's
+    brain-pixel count in four lookups, instead of materialising an ``(N, K, H, W)`` intersection.
+    """
+    brain = (mask[:, 0] != 0).to(torch.int32)
+    table = torch.nn.functional.pad(brain.cumsum(1).cumsum(2), (1, 0, 1, 0))  # (N, H+1, W+1)
+    top, left, bottom, right = (boxes[:, i].to(mask.device) for i in range(4))
+    counts = table[:, bottom, right] - table[:, top, right] - table[:, bottom, left] + table[:, top, left]
+    return counts > 0
+
+
+def chunk_size(total: int, limit: int) -> int:
+    """Inputs per network call for ``total`` inputs and at most ``limit`` per call: little padding.
+
+    Every call of one reconstruction has this one size (the last call is padded), so an input's
+    result never depends on what else its call holds (see ``DiffusionModel.reconstruct``). Among the
+    sizes from ``limit / 2`` to ``limit`` the one that pads least is taken (ties: the larger size,
+    fewer calls); e.g. 50 slices with at most 8 per call -> 10 calls of 5, not 7 calls of 8 (6 padded).
+    """
+    limit = max(1, int(limit))
+    if total <= limit:
+        return max(1, int(total))
+    return min(range((limit + 1) // 2, limit + 1), key=lambda size: (math.ceil(total / size) * size, -size))

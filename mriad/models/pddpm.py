@@ -34,7 +34,15 @@ from mriad.models.diffusion import (
     sample_timesteps,
     to_model_space,
 )
-from mriad.models.patches import box_masks, coverage, full_box, grid_boxes, random_boxes
+from mriad.models.patches import (
+    box_masks,
+    boxes_with_brain,
+    chunk_size,
+    coverage,
+    full_box,
+    grid_boxes,
+    random_boxes,
+)
 from mriad.models.unet import UNet
 
 _DIFFUSION_DEFAULTS: dict[str, Any] = {
@@ -59,10 +67,16 @@ _DIFFUSION_DEFAULTS: dict[str, Any] = {
     "val_every": 10,
 }
 
-# Rough activation bytes per image per pixel per base channel at inference, fp32: the encoder's skips
+# Activation bytes per network input per pixel per base channel at inference: the encoder's skips
 # (~6 x base full-resolution maps) plus the decoder's widest transients (concat, fp32 GroupNorm copy,
-# activation, output: ~12 x base), times 4 bytes. An analytic estimate, not measured on a GPU.
-_BYTES_PER_PIXEL_CHANNEL = 80
+# activation, output: ~12 x base), times 4 bytes, ~80 by count; bench/memory.py measured 93-98 in
+# fp32 on a CPU (peak RSS growth per input, widths 16 and 128), so 100 with a little margin. bf16 on
+# a GPU needs less; not measured on a GPU yet.
+_BYTES_PER_PIXEL_CHANNEL = 100
+PRECISIONS = ("auto", "fp32", "bf16")
+# Default upper bounds on network inputs per call (see DiffusionModel.max_batch).
+_CPU_CHUNK = 8
+_CUDA_CHUNK = 64
 
 
 class DiffusionModel(AnomalyModel):
@@ -91,6 +105,15 @@ class DiffusionModel(AnomalyModel):
         # Derived from the config, so not saved in checkpoints; float64 (cast when applied).
         betas = make_betas(str(c["schedule"]), int(c["timesteps"]))
         self.register_buffer("alpha_bar", alphas_cumprod(betas), persistent=False)
+        # How reconstruct() runs the network (configure_inference); compiled networks live in a plain
+        # dict, not as submodules, so they never enter the state_dict.
+        self._inference: dict[str, Any] = {
+            "precision": "auto",
+            "channels_last": None,
+            "compile": None,
+            "max_chunk": None,
+        }
+        self._compiled: dict[tuple[str, str, int], Any] = {}
 
     def _check_choice(self, key: str, allowed: tuple[str, ...]) -> None:
         if self.config[key] not in allowed:
@@ -147,6 +170,38 @@ class DiffusionModel(AnomalyModel):
         return error.mean()
 
     # ---- scoring -------------------------------------------------------------------------------
+    def configure_inference(
+        self,
+        *,
+        precision: str | None = None,
+        channels_last: bool | None = None,
+        compile: str | None = None,
+        max_chunk: int | None = None,
+    ) -> DiffusionModel:
+        """Set how :meth:`reconstruct` runs the network (None keeps a setting); returns the model.
+
+        ``precision``: "auto" (bf16 autocast on CUDA, fp32 elsewhere), "fp32" or "bf16".
+        ``channels_last``: NHWC activations and weights (default: on CUDA, where cuDNN's tensor-core
+        kernels want it; off on a CPU: oneDNN's NHWC kernels are 10-20% faster there but round
+        differently, up to 3e-4 on near-empty slices, whose GroupNorm statistics amplify rounding;
+        NCHW keeps CPU results bit-identical to a plain per-box loop).
+        ``compile``: a torch.compile mode ("default", "reduce-overhead" = CUDA graphs,
+        "max-autotune") or "none"; every call of one reconstruction has the same shape, so a compiled
+        network is traced once per chunk size.
+        ``max_chunk``: an upper bound on network inputs per call (default: from free memory).
+        """
+        if precision is not None:
+            if precision not in PRECISIONS:
+                raise MriadError(f"precision must be one of {', '.join(PRECISIONS)}, got {precision!r}")
+            self._inference["precision"] = precision
+        if channels_last is not None:
+            self._inference["channels_last"] = bool(channels_last)
+        if compile is not None:
+            self._inference["compile"] = None if compile == "none" else compile
+        if max_chunk is not None:
+            self._inference["max_chunk"] = max(1, int(max_chunk))
+        return self
+
     @torch.no_grad()
     def reconstruct(
         self, x: torch.Tensor, generator: torch.Generator | None = None, mask: torch.Tensor | None = None
@@ -155,10 +210,13 @@ class DiffusionModel(AnomalyModel):
 
         ``generator`` fixes the noise (default: a generator seeded with 0, so results repeat).
         ``mask`` (N, 1, H, W), optional: boxes without any brain voxel skip the network and keep the
-        input, which saves work on the empty border of a scan without changing scores inside it.
+        input. A pixel inside the mask is only covered by boxes that hold brain, so the map inside the
+        mask is bit-identical with and without the mask: every network call has the same batch size
+        (chosen from N x K, the last call padded) and a sample's output does not depend on its
+        neighbours in a fixed-shape call.
         """
         device = next(self.parameters()).device
-        x0 = to_model_space(x.to(device).float())
+        x0 = to_model_space(x.to(device, non_blocking=True).float())
         n, _, height, width = x0.shape
         if generator is None:
             generator = torch.Generator(device=device).manual_seed(0)
@@ -169,40 +227,109 @@ class DiffusionModel(AnomalyModel):
         t_index = int(self.config["t_test"]) - 1
         x_t = q_sample(x0, torch.full((n,), t_index, device=device, dtype=torch.long), eps, self.alpha_bar)
 
-        pair_slice = torch.arange(n, device=device).repeat_interleave(k)
-        pair_box = torch.arange(k, device=device).repeat(n)
         total = torch.zeros_like(x0)
-        if mask is not None:
-            brain = mask.to(device).bool().expand(n, 1, height, width)
-            has_brain = (brain[pair_slice] & inside[pair_box]).flatten(1).any(dim=1)
-            skipped_slice, skipped_box = pair_slice[~has_brain], pair_box[~has_brain]
+        if mask is None:
+            pair_slice = torch.arange(n, device=device).repeat_interleave(k)
+            pair_box = torch.arange(k, device=device).repeat(n)
+        else:
+            needed = boxes_with_brain(boxes, mask.to(device, non_blocking=True).expand(n, 1, height, width))
+            pair_slice, pair_box = needed.nonzero(as_tuple=True)  # row-major: the unmasked order
+            skipped_slice, skipped_box = (~needed).nonzero(as_tuple=True)
             total.index_add_(0, skipped_slice, x0[skipped_slice] * inside[skipped_box])
-            pair_slice, pair_box = pair_slice[has_brain], pair_box[has_brain]
 
-        chunk = max(1, self.max_batch(height, width))
-        channels_last = device.type == "cuda"
-        for start in range(0, pair_slice.numel(), chunk):
-            s = pair_slice[start : start + chunk]
-            b = pair_box[start : start + chunk]
-            box = inside[b]
-            net_in = torch.where(box, x_t[s], x0[s])
-            if channels_last:
-                net_in = net_in.contiguous(memory_format=torch.channels_last)
-            t = torch.full((s.numel(),), t_index, device=device, dtype=torch.long)
-            out = self.net(net_in, t).float()
-            total.index_add_(0, s, out * box)  # scatter-add each box's prediction into its slice
+        chunk = self.inference_chunk(n * k, height, width)  # from N x K alone: the same with or without a mask
+        self._denoise_pairs(x0, x_t, inside, pair_slice, pair_box, chunk, t_index, total)
         return from_model_space(total / coverage(inside))
 
-    def max_batch(self, height: int, width: int, memory_bytes: int | None = None) -> int:
-        """Network inputs per call that fit ``memory_bytes`` (default: half the free GPU memory; 32 on CPU)."""
+    def inference_chunk(self, pairs: int, height: int, width: int) -> int:
+        """Network inputs per call when reconstructing ``pairs`` (slice, box) pairs (see chunk_size)."""
+        if self._inference["max_chunk"]:  # the user's size replaces the device default, memory permitting
+            limit = min(self._inference["max_chunk"], self.max_batch(height, width, cap=4096))
+        else:
+            limit = self.max_batch(height, width)
+        return chunk_size(pairs, limit)
+
+    def _denoise_pairs(
+        self,
+        x0: torch.Tensor,
+        x_t: torch.Tensor,
+        inside: torch.Tensor,
+        pair_slice: torch.Tensor,
+        pair_box: torch.Tensor,
+        chunk: int,
+        t_index: int,
+        total: torch.Tensor,
+    ) -> None:
+        """Add each (slice, box) pair's prediction, kept inside its box, to ``total`` (scatter-add).
+
+        Every call has exactly ``chunk`` inputs (the last padded with zeros): fixed shapes make the
+        result independent of the chunking, let a compiled network trace once and let CUDA graphs
+        replay. The loop never reads a value back to the host.
+        """
+        device = x0.device
+        forward, channels_last, autocast = self._inference_forward(device)
+        t = torch.full((chunk,), t_index, device=device, dtype=torch.long)
+        with autocast:
+            for start in range(0, pair_slice.numel(), chunk):
+                s = pair_slice[start : start + chunk]
+                box = inside[pair_box[start : start + chunk]]
+                net_in = torch.where(box, x_t[s], x0[s])
+                real = s.numel()
+                if real < chunk:
+                    net_in = torch.cat([net_in, net_in.new_zeros((chunk - real, *net_in.shape[1:]))])
+                if channels_last:
+                    net_in = net_in.contiguous(memory_format=torch.channels_last)
+                out = forward(net_in, t)[:real].float()
+                total.index_add_(0, s, out * box)
+
+    def _inference_forward(self, device: torch.device) -> tuple[Any, bool, Any]:
+        """The network as reconstruction runs it: (callable, channels_last, autocast context)."""
+        options = self._inference
+        cuda = device.type == "cuda"
+        precision = options["precision"]
+        bf16 = precision == "bf16" or (precision == "auto" and cuda)
+        channels_last = options["channels_last"] if options["channels_last"] is not None else cuda
+        layout = torch.channels_last if channels_last else torch.contiguous_format
+        if any(p.dim() == 4 and not p.is_contiguous(memory_format=layout) for p in self.net.parameters()):
+            self.net.to(memory_format=layout)  # once: the weights keep this layout afterwards
+        autocast = torch.autocast(device.type, dtype=torch.bfloat16, enabled=bf16)
+        mode = options["compile"]
+        if mode is None:
+            return self.net, channels_last, autocast
+        key = (mode, str(device), id(self.net))
+        if key not in self._compiled:
+            self._compiled[key] = torch.compile(self.net, mode=mode, dynamic=False)
+        return self._compiled[key], channels_last, autocast
+
+    def max_batch(self, height: int, width: int, memory_bytes: int | None = None, cap: int | None = None) -> int:
+        """Network inputs per call that fit ``memory_bytes`` (at most ``cap``, default: per device).
+
+        Default budget: half the free GPU memory on CUDA, at most 64 inputs (64 paper-size forwards
+        are ~10 TFLOP, enough to fill a GPU); on a CPU a quarter of the available RAM, at most 8
+        inputs: CPU convolutions run fastest when a call's activations stay in cache (measured in
+        bench/reconstruct.py: ~2x faster per slice than calls of 50 slices). The per-input cost is an
+        analytic activation estimate that bench/reconstruct.py checks against the measured peak.
+        """
         device = next(self.parameters()).device
+        cuda = device.type == "cuda"
+        if cap is None:
+            cap = (_CUDA_CHUNK if cuda else _CPU_CHUNK) if memory_bytes is None else 4096
         if memory_bytes is None:
-            if device.type != "cuda":
-                return 32  # CPU convolutions gain nothing from bigger batches, only memory
-            free, _ = torch.cuda.mem_get_info(device)
-            memory_bytes = free // 2
+            memory_bytes = torch.cuda.mem_get_info(device)[0] // 2 if cuda else available_memory() // 4
         per_image = _BYTES_PER_PIXEL_CHANNEL * height * width * int(self.config["base_channels"])
-        return int(max(1, min(4096, memory_bytes // per_image)))
+        return int(max(1, min(cap, memory_bytes // per_image)))
+
+
+def available_memory() -> int:
+    """Bytes of RAM the system can hand out now (MemAvailable; 4 GiB when it cannot be read)."""
+    try:
+        with open("/proc/meminfo") as handle:
+            for line in handle:
+                if line.startswith("MemAvailable:"):
+                    return int(line.split()[1]) * 1024
+    except OSError:
+        pass
+    return 4 << 30
 
 
 class PatchedDDPM(DiffusionModel):

@@ -7,6 +7,7 @@ waiting on gzip. Finished subjects are skipped, so an interrupted run resumes wh
 
 from __future__ import annotations
 
+import inspect
 import json
 import os
 import time
@@ -83,15 +84,45 @@ def split_rows(run: Path, split: str, data: Path | None, fold: int | None) -> tu
     return select_split(read_manifest(manifest), split, fold), fold
 
 
-def _load_group(rows: list[Any]) -> tuple[list[Any], list[Any], list[tuple[str, str]]]:
-    loaded, kept, failed = [], [], []
+@dataclass
+class _Loaded:
+    """One subject read from disk: its image and, when the manifest names one, its brain mask."""
+
+    row: Any
+    image: Any
+    mask: np.ndarray | None
+
+
+def _read_mask(row: Any, image: Any) -> np.ndarray | None:
+    """The subject's brain mask as bool, or None: then every box is reconstructed.
+
+    The mask only saves work (boxes without brain skip the network), so a missing, empty, unreadable
+    or misshapen mask costs time, not the subject: it is reported and the volume reconstructed whole.
+    """
+    path = getattr(row, "mask", None)
+    if not isinstance(path, str | os.PathLike) or not str(path).strip():
+        return None
+    try:
+        mask = read_nifti(path, allow_empty=True)
+    except InputError as exc:
+        warn(f"{row.subject_id}: mask not used ({exc}); reconstructing every box")
+        return None
+    if mask.shape != image.shape:
+        warn(f"{row.subject_id}: mask shape {mask.shape} differs from the image's {image.shape}; not used")
+        return None
+    brain = mask.data > 0.5
+    return brain if brain.any() else None
+
+
+def _load_group(rows: list[Any], use_mask: bool) -> tuple[list[_Loaded], list[tuple[str, str]]]:
+    loaded, failed = [], []
     for row in rows:
         try:
-            loaded.append(read_nifti(row.image))
-            kept.append(row)
+            image = read_nifti(row.image)
+            loaded.append(_Loaded(row, image, _read_mask(row, image) if use_mask else None))
         except InputError as exc:
             failed.append((str(row.subject_id), str(exc)))
-    return loaded, kept, failed
+    return loaded, failed
 
 
 def reconstruct(
@@ -106,8 +137,13 @@ def reconstruct(
     volumes_per_batch: int = 4,
     which: str = "best",
     seed: int = 0,
+    skip_empty_boxes: bool = True,
 ) -> ReconstructResult:
-    """Reconstruct every subject of ``split`` with the run's model; resumable and shardable."""
+    """Reconstruct every subject of ``split`` with the run's model; resumable and shardable.
+
+    ``skip_empty_boxes``: pass each subject's brain mask (the manifest's ``mask`` column) to models
+    that accept one, so boxes without brain skip the network; the map inside the mask is unchanged.
+    """
 
     run = Path(run)
     rows, _ = split_rows(run, split, Path(data) if data else None, fold)
@@ -116,48 +152,60 @@ def reconstruct(
         rows = rows.iloc[shard_spec[0] :: shard_spec[1]]
     out = run / "recon" / split
     with folder_lock(out, f"reconstruct {split}"):
-        return _reconstruct_rows(run, rows, out, split, device, force, volumes_per_batch, which, seed)
+        return _reconstruct_rows(
+            run, rows, out, split, device, force, volumes_per_batch, which, seed, skip_empty_boxes
+        )
 
 
 def _reconstruct_rows(
     run: Path, rows: pd.DataFrame, out: Path, split: str, device: Any, force: bool, volumes_per_batch: int,
-    which: str, seed: int,
+    which: str, seed: int, use_mask: bool = True,
 ) -> ReconstructResult:
     from mriad.models.registry import load_run_model
 
     result = ReconstructResult(out=out)
-    todo = []
+    done = set()
     for row in rows.itertuples(index=False):
         rec, score = recon_paths(out, str(row.subject_id))
         if not force and rec.is_file() and score.is_file():
             result.skipped.append(str(row.subject_id))
-        else:
-            todo.append(row)
+            done.add(str(row.subject_id))
     if result.skipped:
         info(f"{len(result.skipped)} subject(s) already reconstructed in {out}: skipped")
+    # Groups (and their seeds) are cut from the whole split, not from what is left to do: the noise of
+    # a group depends on all its volumes, so a group that is partly done is computed whole again and
+    # only its missing subjects are written. A resumed run then writes what an uninterrupted one would.
+    everything = list(rows.itertuples(index=False))
+    all_groups = [everything[i : i + volumes_per_batch] for i in range(0, len(everything), volumes_per_batch)]
+    groups = [(number, group) for number, group in enumerate(all_groups)
+              if any(str(row.subject_id) not in done for row in group)]
     start = time.perf_counter()
-    if todo:
+    if groups:
         device = torch.device(device)
         model = load_run_model(run, which=which, device=device)
         generator = torch.Generator(device=device)
-        groups = [todo[i : i + volumes_per_batch] for i in range(0, len(todo), volumes_per_batch)]
         with ThreadPoolExecutor(max_workers=2) as pool:
             pending_writes: list[Future] = []
-            next_group = pool.submit(_load_group, groups[0])
+            next_group = pool.submit(_load_group, groups[0][1], use_mask)
             for index in track(range(len(groups)), description=f"reconstructing {split}", unit="group"):
-                volumes, kept, failed = next_group.result()
-                if index + 1 < len(groups):
-                    next_group = pool.submit(_load_group, groups[index + 1])
+                loaded, failed = next_group.result()
+                if index + 1 < len(groups):  # read the next group while the device works on this one
+                    next_group = pool.submit(_load_group, groups[index + 1][1], use_mask)
                 result.failures.extend(failed)
-                if not volumes:
+                if not loaded:
                     continue
-                # One seed per group start keeps results independent of how many groups ran before.
-                generator.manual_seed(seed + index)
-                recs, scores = _reconstruct_group(model, volumes, device, generator)
-                for row, volume, rec, score in zip(kept, volumes, recs, scores):
-                    rec_path, score_path = recon_paths(out, str(row.subject_id))
-                    pending_writes.append(pool.submit(_write_pair, rec_path, score_path, rec, score, volume.affine))
-                    result.written.append(str(row.subject_id))
+                # One seed per group of the split: results do not depend on what ran before.
+                generator.manual_seed(seed + groups[index][0])
+                recs, scores = _reconstruct_group(model, loaded, device, generator)
+                for item, rec, score in zip(loaded, recs, scores):
+                    subject = str(item.row.subject_id)
+                    if subject in done:
+                        continue  # computed only for its group's noise; its files are already there
+                    rec_path, score_path = recon_paths(out, subject)
+                    pending_writes.append(
+                        pool.submit(_write_pair, rec_path, score_path, rec, score, item.image.affine)
+                    )
+                    result.written.append(subject)
             for future in pending_writes:
                 future.result()
     result.seconds = time.perf_counter() - start
@@ -169,20 +217,42 @@ def _reconstruct_rows(
     return result
 
 
+def _accepts_mask(model: Any) -> bool:
+    try:
+        return "mask" in inspect.signature(model.reconstruct).parameters
+    except (TypeError, ValueError):
+        return False
+
+
+def _upload(array: torch.Tensor, device: torch.device) -> torch.Tensor:
+    """One host-to-device copy per group, from pinned memory on CUDA so it runs asynchronously."""
+    if device.type == "cuda":
+        array = array.pin_memory()
+    return array.to(device, non_blocking=True)
+
+
 def _reconstruct_group(
-    model: Any, volumes: list[Any], device: torch.device, generator: torch.Generator
+    model: Any, loaded: list[_Loaded], device: torch.device, generator: torch.Generator
 ) -> tuple[list[np.ndarray], list[np.ndarray]]:
     from mriad.data import slices_to_volume, volume_to_slices
 
-    stack = torch.stack([volume_to_slices(torch.from_numpy(v.data)) for v in volumes]).to(device)
+    stack = _upload(torch.stack([volume_to_slices(torch.from_numpy(item.image.data)) for item in loaded]), device)
+    masks = None
+    if all(item.mask is not None for item in loaded) and _accepts_mask(model):
+        masks = _upload(torch.stack([volume_to_slices(torch.from_numpy(item.mask)) for item in loaded]), device)
     with torch.inference_mode():
         if getattr(model, "batch_kind", "slices") == "volumes":
             x_hat = model.reconstruct_volumes(stack, generator)
+        elif masks is not None:
+            x_hat = model.reconstruct(stack.flatten(0, 1), generator, mask=masks.flatten(0, 1))
+            x_hat = x_hat.unflatten(0, stack.shape[:2])
         else:
             x_hat = model.reconstruct(stack.flatten(0, 1), generator).unflatten(0, stack.shape[:2])
         score = model.anomaly_score(stack, x_hat)
-    recs = [slices_to_volume(r).float().cpu().numpy() for r in x_hat]
-    scores = [slices_to_volume(s).float().cpu().numpy() for s in score]
+        # One device-to-host copy of the group's results, not one per subject.
+        both = torch.stack([x_hat, score]).float().cpu()
+    recs = [slices_to_volume(r).numpy() for r in both[0]]
+    scores = [slices_to_volume(s).numpy() for s in both[1]]
     return recs, scores
 
 
