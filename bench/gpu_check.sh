@@ -26,7 +26,10 @@ export PYTHONPATH="$PWD${PYTHONPATH:+:$PYTHONPATH}"
 export MRIAD_WORKSPACE=${MRIAD_WORKSPACE:-$(mktemp -d)}
 RESULTS=${OUT:-bench/gpu_results}
 mkdir -p "$RESULTS"
-BUDGET=${GPU_CHECK_BUDGET:-470}
+# A CPU dry run does the same steps far slower: its limits are 5x the GPU ones.
+SCALE=1
+[ "$DEVICE" = cpu ] && SCALE=5
+BUDGET=${GPU_CHECK_BUDGET:-$((470 * SCALE))}
 WORK=$(mktemp -d)
 trap 'rm -rf "$WORK"' EXIT
 SUMMARY="$RESULTS/summary.txt"
@@ -37,7 +40,7 @@ note() { echo "$*" | tee -a "$SUMMARY"; }
 
 # step NAME LIMIT CMD...: runs CMD with a timeout (capped by what is left of the budget), output to NAME.txt
 step() {
-    local name=$1 limit=$2
+    local name=$1 limit=$(($2 * SCALE))
     shift 2
     local left=$((BUDGET - SECONDS))
     if [ "$left" -lt 20 ]; then
@@ -75,9 +78,11 @@ done
 
 if [ "$SMOKE" = 1 ]; then
     R=(--smoke); RC=(--smoke); T=(--smoke); E=(--volumes 4); BIG=(--volumes 8 --distinct 4); M=(--smoke); S=(--smoke)
+    NET="base_channels=8 num_res_blocks=1 groups=4 head_channels=16"
 else
     R=(--repeats 3); RC=(--repeats 2); T=(--steps 8); E=(--volumes 20); BIG=(--volumes 1151 --distinct 64); M=()
     S=(--config paper)
+    NET="base_channels=32 num_res_blocks=1 groups=8 head_channels=32"
 fi
 BASELINE=()
 has sklearn || BASELINE=(--skip-baseline)
@@ -94,15 +99,14 @@ smoke_chain() {
     local data=$WORK/synth run=$WORK/run
     "$PY" -m mriad --seed 0 synth "$data" --preprocessed --healthy 7 --lesions 4 &&
         "$PY" -m mriad --device "$DEVICE" --hide-progress train --model pddpm --data "$data/manifest.csv" \
-            --out "$run" --epochs 20 --val-every 10 --batch-size 8 \
-            --set base_channels=32 --set num_res_blocks=1 --set groups=8 --set head_channels=32 &&
+            --out "$run" --epochs 20 --val-every 10 --batch-size 8 $(printf -- '--set %s ' $NET) &&
         "$PY" -m mriad --device "$DEVICE" --hide-progress reconstruct --run "$run" --split brats-test &&
         "$PY" -m mriad --device "$DEVICE" --hide-progress evaluate --run "$run" --split brats-test --no-figures &&
         "$PY" -c "import json,sys; s=json.load(open(sys.argv[1])); print('smoke metrics', s['metrics'])" \
             "$run/eval/brats-test/summary.json"
 }
 export -f smoke_chain
-export WORK DEVICE PY
+export WORK DEVICE PY NET
 step smoke_chain 150 bash -c smoke_chain
 
 # 3. benchmarks, most important first

@@ -6,9 +6,11 @@ the clean slice x0, L1 loss on the box (``loss=patch``, L_p, the paper's best) o
 (``loss=full``, L_rec).
 
 Reconstruction: ONE network call per box at t_test (no iterative sampling). Every box of the grid,
-of every slice, goes through the network in batched calls (chunked to fit memory); each call's
-prediction is kept inside its box and the boxes are averaged where they overlap. The noise field is
-drawn once per slice and shared by that slice's boxes (as the reference does).
+of every slice, goes through the network in batched calls (chunked to fit memory; on a CPU in small
+calls whose activations stay in cache); each call's prediction is kept inside its box and the boxes
+are averaged where they overlap. The noise field is drawn once per slice and shared by that slice's
+boxes (as the reference does). Given the brain mask, boxes without brain skip the network (their
+pixels are never scored); on CUDA the network runs in bf16 autocast with channels_last.
 
 :class:`DiffusionModel` holds everything; :class:`PatchedDDPM` adds the box options; plain DDPM
 (:mod:`mriad.models.ddpm`) is the same model with one box covering the slice.
