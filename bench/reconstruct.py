@@ -98,6 +98,7 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--volumes-per-call", type=int, default=None, help="default: 1 on CPU, 4 on CUDA")
     parser.add_argument("--compile", action="store_true", help="add a torch.compile row per variant (slow to build)")
+    parser.add_argument("--compile-mode", default="default", help="torch.compile mode (reduce-overhead: CUDA graphs)")
     parser.add_argument("--smoke", action="store_true", help="tiny network, 1 repeat: checks the script runs")
     parser.add_argument("--threads", type=int, default=None, help="intra-op threads (default: torch's)")
     parser.add_argument("--variants", default="k4,grid60,ddpm", help="rows: comma-separated k4, grid60, ddpm")
@@ -123,7 +124,7 @@ def main() -> None:
         images, masks = load_slices(rows)
     slices = images.flatten(0, 1).to(device)
     brain = masks.flatten(0, 1).to(device)
-    peak = matmul_peak(device, torch.bfloat16 if cuda else torch.float32)
+    peak = matmul_peak(device, torch.bfloat16 if cuda else torch.float32, clock=args.clock)
     print(f"# reconstruction, {device}: {machine(device)}")
     print(
         f"network '{config}', {per_call} volume(s) per mriad call, {repeats} interleaved repeats, {args.clock} clock; "
@@ -153,12 +154,14 @@ def main() -> None:
 
         paths = {"mriad": mriad_path, "reference": reference_path}
         if use_compile:
-            compiled = random_model(name, config, **options).to(device).configure_inference(compile="default")
+            compiled = random_model(name, config, **options).to(device)
+            compiled.configure_inference(compile=args.compile_mode)
             start = time.perf_counter()
             with torch.inference_mode():
                 compiled.reconstruct(slices, mask=brain)
             sync(device)
-            print(f"  ({label}: torch.compile took {time.perf_counter() - start:.0f} s, once per process)")
+            seconds = time.perf_counter() - start
+            print(f"  ({label}: torch.compile mode {args.compile_mode} took {seconds:.0f} s, once per process)")
             paths["mriad + compile"] = lambda m=compiled: m.reconstruct(slices, mask=brain)
         times = interleaved(paths, device, repeats, clock=args.clock)
         times = {k: [t / per_call for t in v] for k, v in times.items()}
