@@ -3,7 +3,7 @@
     .venv/bin/python bench/memory.py                 # CPU: measured in a child process (peak RSS)
     python bench/memory.py --device cuda             # GPU: torch.cuda.max_memory_allocated, bf16
 
-mriad sizes its network calls from an analytic estimate, ``100 bytes x H x W x base channels`` per
+mriad sizes its network calls from an analytic estimate, ``120 bytes x H x W x base channels`` per
 input (pddpm._BYTES_PER_PIXEL_CHANNEL), and a budget: half the free GPU memory (at most 64 inputs
 per call) or a quarter of the available RAM on a CPU (at most 8). This measures the real peak per
 input (the growth of the peak between two chunk sizes, so the model and the runtime cancel out) and
@@ -76,13 +76,13 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     parser.add_argument("--configs", default=None, help="comma-separated (default: small,paper; CUDA: paper)")
-    parser.add_argument("--chunks", default=None, help="chunk sizes, ascending (default: 1,3 CPU; 8,32,64 CUDA)")
+    parser.add_argument("--chunks", default=None, help="chunk sizes, ascending (default: 1,4 CPU; 8,32,64 CUDA)")
     parser.add_argument("--smoke", action="store_true", help="small network only")
     parser.add_argument("--child", default=None, help=argparse.SUPPRESS)
     args = parser.parse_args()
     device = torch.device(args.device)
     cuda = device.type == "cuda"
-    chunks = [int(c) for c in (args.chunks or ("8,32,64" if cuda else "1,3")).split(",")]
+    chunks = [int(c) for c in (args.chunks or ("8,32,64" if cuda else "1,4")).split(",")]
     if args.child:
         child(args.child, chunks)
         return

@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# `make bench`: every benchmark on this machine, one table each, in ~10-12 minutes on 2 CPU cores.
+# `make bench`: every benchmark on this machine, one table each, in ~10 minutes on 2 shared CPU cores.
 #
 # Each script measures the paths it compares in ONE process, interleaved, and prints median
 # [min-max] and the median of per-round ratios. On a CPU, reconstruction runs twice:
@@ -17,7 +17,7 @@ PY=${PYTHON:-.venv/bin/python}
 [ -x "$PY" ] || PY=python3
 export PYTHONPATH="$PWD${PYTHONPATH:+:$PYTHONPATH}"
 export OMP_WAIT_POLICY=${OMP_WAIT_POLICY:-PASSIVE}
-LIMIT=${BENCH_STEP_TIMEOUT:-480}
+LIMIT=${BENCH_STEP_TIMEOUT:-600}
 failed=0
 
 step() {
@@ -44,7 +44,7 @@ if [ "${BENCH_QUICK:-0}" = 1 ]; then
     step "memory" bench/memory.py --smoke
     step "scaling (smoke)" bench/scaling.py --smoke
 else
-    step "reconstruction, 1 thread, CPU time" bench/reconstruct.py --threads 1 --clock cpu --repeats 3
+    step "reconstruction, 1 thread, CPU time" bench/reconstruct.py --threads 1 --clock cpu --repeats 2
     step "reconstruction, 2 threads, wall clock" bench/reconstruct.py --threads 2 --repeats 2 --variants k4
     step "training throughput" bench/train_throughput.py --steps 6
     step "evaluation" bench/evaluate.py --volumes 20 --repeats 2

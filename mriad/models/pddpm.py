@@ -71,10 +71,10 @@ _DIFFUSION_DEFAULTS: dict[str, Any] = {
 
 # Activation bytes per network input per pixel per base channel at inference: the encoder's skips
 # (~6 x base full-resolution maps) plus the decoder's widest transients (concat, fp32 GroupNorm copy,
-# activation, output: ~12 x base), times 4 bytes, ~80 by count; bench/memory.py measured 93-98 in
-# fp32 on a CPU (peak RSS growth per input, widths 16 and 128), so 100 with a little margin. bf16 on
-# a GPU needs less; not measured on a GPU yet.
-_BYTES_PER_PIXEL_CHANNEL = 100
+# activation, output: ~12 x base), times 4 bytes, ~80 by count; bench/memory.py measured 93-114 in
+# fp32 on a CPU (peak RSS growth per input, widths 16 and 128, several runs), so 120. bf16 on a GPU
+# needs less; not measured on a GPU yet.
+_BYTES_PER_PIXEL_CHANNEL = 120
 PRECISIONS = ("auto", "fp32", "bf16")
 # Default upper bounds on network inputs per call (see DiffusionModel.max_batch).
 _CPU_CHUNK = 8
@@ -309,7 +309,7 @@ class DiffusionModel(AnomalyModel):
         Default budget: half the free GPU memory on CUDA, at most 64 inputs (64 paper-size forwards
         are ~10 TFLOP, enough to fill a GPU); on a CPU a quarter of the available RAM, at most 8
         inputs: CPU convolutions run fastest when a call's activations stay in cache (measured in
-        bench/reconstruct.py: ~2x faster per slice than calls of 50 slices). The per-input cost is an
+        bench/reconstruct.py: 1.6-1.9x faster per slice than calls of 50 slices). The per-input cost is an
         analytic activation estimate that bench/reconstruct.py checks against the measured peak.
         """
         device = next(self.parameters()).device
