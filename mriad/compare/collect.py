@@ -18,6 +18,7 @@ import pandas as pd
 
 from mriad.console import debug
 from mriad.errors import InputError, MriadError
+from mriad.runs import read_run_config
 
 _GLOB_CHARS = set("*?[")
 
@@ -121,16 +122,6 @@ def read_json(path: Path) -> dict[str, Any]:
     return value
 
 
-def read_config(run: Path) -> dict[str, Any]:
-    path = run / "config.json"
-    if not path.is_file():
-        raise InputError(run, "not a run folder (no config.json): runs are made by `mriad train`")
-    config = read_json(path)
-    if not str(config.get("model") or "").strip():
-        raise InputError(path, 'has no "model" entry')
-    return config
-
-
 def evaluate_hint(run: Path, split: str) -> str:
     return f"`mriad evaluate --run {run} --split {split}`"
 
@@ -164,7 +155,7 @@ def read_per_subject(path: Path) -> pd.DataFrame:
 
 def load_runs(paths: Sequence[Path], split: str) -> list[RunEval]:
     """Read every run's evaluation on ``split``; all missing ones are named in one message."""
-    configs = [(path, read_config(path)) for path in paths]
+    configs = [(path, read_run_config(path)) for path in paths]
     missing = [path for path, _ in configs if not (path / "eval" / split / "per_subject.csv").is_file()]
     if missing:
         names = ", ".join(str(p) for p in missing[:5]) + (f" and {len(missing) - 5} more" if len(missing) > 5 else "")

@@ -18,10 +18,11 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from mriad.compare.collect import evaluate_hint, read_config, read_json
+from mriad.compare.collect import evaluate_hint, read_json
 from mriad.compare.tables import fmt_mean_std, metric_header
 from mriad.console import debug
 from mriad.errors import InputError
+from mriad.runs import read_run_config
 
 # Figures an evaluation already drew are embedded up to this count and size per split, so a page
 # stays small enough to open quickly and to attach to an email.
@@ -206,7 +207,7 @@ def build_report(run: Path) -> str:
     run = Path(run)
     if not run.is_dir():
         raise InputError(run, "run folder not found")
-    config = read_config(run)
+    config = read_run_config(run)
     title = f"{run.resolve().name}: {config.get('model')}"
     created = _dt.datetime.now(_dt.UTC).strftime("%Y-%m-%d %H:%M UTC")
     sections = [

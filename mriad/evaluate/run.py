@@ -13,7 +13,6 @@ preprocessed data) are reported in a warning and ignored.
 
 from __future__ import annotations
 
-import json
 import math
 from collections.abc import Callable
 from pathlib import Path
@@ -24,7 +23,7 @@ import pandas as pd
 import torch
 
 from mriad.console import debug, info, warn
-from mriad.errors import InputError, MriadError
+from mriad.errors import MriadError
 from mriad.evaluate import metrics as M
 from mriad.evaluate.figures import Example, example_grid, lesion_slice, pr_curve
 from mriad.evaluate.postprocess import postprocess
@@ -33,6 +32,7 @@ from mriad.evaluate.volumes import SplitVolumes, ensure_recon, load_split, volum
 from mriad.io import atomic_write_csv, atomic_write_json, remove_temporaries
 from mriad.locking import folder_lock
 from mriad.manifest import parse_split_name, read_manifest, select_split
+from mriad.runs import read_run_config, resolve_manifest
 
 EROSION_ITERATIONS = 3
 MEDIAN_SIZE = 5
@@ -50,32 +50,6 @@ CSV_COLUMNS = [
     "lesion_voxels",
     "predicted_voxels",
 ]
-
-
-def read_run_config(run: Path) -> dict[str, Any]:
-    """The run's ``config.json`` (a run folder without one is refused)."""
-    path = Path(run) / "config.json"
-    if not path.is_file():
-        raise InputError(path, "not found: is this a run folder written by `mriad train`?")
-    try:
-        return json.loads(path.read_text())
-    except (OSError, json.JSONDecodeError) as exc:
-        raise InputError(path, f"not readable JSON ({type(exc).__name__})") from None
-
-
-def resolve_manifest(run: Path, config: dict[str, Any], data: Path | None) -> Path:
-    """``--data`` if given, else the run's recorded manifest (relative to the cwd or the run)."""
-    if data is not None:
-        return Path(data)
-    recorded = config.get("data")
-    if not recorded:
-        from mriad.workspace import default_manifest
-
-        return default_manifest()
-    path = Path(recorded)
-    if not path.is_absolute() and not path.is_file() and (Path(run) / path).is_file():
-        path = Path(run) / path
-    return path
 
 
 def default_val_split(split: str) -> str:

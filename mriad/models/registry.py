@@ -64,13 +64,10 @@ def load_checkpoint_model(path: str | Path, device: Any = "cpu", expect_model: s
 
 def load_run_model(run: str | Path, which: str = "best", device: Any = "cpu") -> Any:
     """The model of a run folder: ``checkpoints/best.pt`` (or ``last.pt``); untrained models need none."""
-    import json
+    from mriad.runs import read_run_config
 
     run = Path(run)
-    config_path = run / "config.json"
-    if not config_path.is_file():
-        raise InputError(run, "not a run folder (no config.json); create one with `mriad train`")
-    config = json.loads(config_path.read_text())
+    config = read_run_config(run)
     cls = get_model_class(config["model"])
     if not cls.trainable:
         return cls(**config.get("options", {})).to(device).eval()

@@ -8,7 +8,6 @@ waiting on gzip. Finished subjects are skipped, so an interrupted run resumes wh
 from __future__ import annotations
 
 import inspect
-import json
 import os
 import time
 from concurrent.futures import Future, ThreadPoolExecutor
@@ -25,6 +24,7 @@ from mriad.errors import InputError, MriadError
 from mriad.io import atomic_write_csv, read_nifti, write_nifti
 from mriad.locking import folder_lock
 from mriad.manifest import read_manifest, select_split
+from mriad.runs import read_run_config, resolve_manifest
 
 
 @dataclass
@@ -65,20 +65,10 @@ def parse_shard(text: str | None) -> tuple[int, int] | None:
     return None
 
 
-def run_config(run: Path) -> dict[str, Any]:
-    path = Path(run) / "config.json"
-    if not path.is_file():
-        raise InputError(run, "not a run folder (no config.json); create one with `mriad train`")
-    try:
-        return json.loads(path.read_text())
-    except json.JSONDecodeError as exc:
-        raise InputError(path, f"unreadable run config ({exc.msg})") from None
-
-
 def split_rows(run: Path, split: str, data: Path | None, fold: int | None) -> tuple[pd.DataFrame, int]:
-    config = run_config(run)
-    manifest = Path(data) if data else Path(config.get("data", ""))
-    if not manifest or not manifest.is_file():
+    config = read_run_config(run)
+    manifest = resolve_manifest(run, config, data)
+    if not manifest.is_file():
         raise MriadError(f"{run}: its manifest {manifest} is gone; pass --data MANIFEST")
     fold = int(config.get("fold", 0)) if fold is None else fold
     return select_split(read_manifest(manifest), split, fold), fold
