@@ -8,6 +8,7 @@ one optimiser on :meth:`training_loss`); GANs override it. Scoring: :meth:`recon
 
 from __future__ import annotations
 
+import contextlib
 from typing import Any, ClassVar
 
 import torch
@@ -73,7 +74,7 @@ class AnomalyModel(nn.Module):
         """One optimisation step; returns losses (tensors are fine: the engine syncs them rarely)."""
         (optimizer,) = optimizers
         optimizer.zero_grad(set_to_none=True)
-        with autocast() if autocast is not None else _nullcontext():
+        with autocast() if autocast is not None else contextlib.nullcontext():
             loss = self.training_loss(batch, generator)
         loss.backward()
         optimizer.step()
@@ -102,14 +103,6 @@ class AnomalyModel(nn.Module):
     def max_batch(self, height: int, width: int, memory_bytes: int | None = None) -> int:
         """Slices per network call that fit ``memory_bytes`` (a rough, model-specific estimate)."""
         return 64
-
-
-class _nullcontext:
-    def __enter__(self) -> None:
-        return None
-
-    def __exit__(self, *exc: object) -> None:
-        return None
 
 
 def _coerce(value: Any, default: Any) -> Any:

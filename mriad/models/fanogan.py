@@ -15,13 +15,14 @@ from the encoder phase: the validation loss is +inf before it.
 
 from __future__ import annotations
 
+import contextlib
 from typing import Any, ClassVar
 
 import torch
 from torch import nn
 
 from mriad.errors import MriadError
-from mriad.models.base import AnomalyModel, _nullcontext
+from mriad.models.base import AnomalyModel
 from mriad.models.layers import ConvDecoder, ConvEncoder, check_input
 
 
@@ -147,7 +148,7 @@ class FAnoGAN(AnomalyModel):
         autocast: Any = None,
     ) -> dict[str, float | torch.Tensor]:
         opt_g, opt_d, opt_e = optimizers
-        context = autocast if autocast is not None else _nullcontext
+        context = autocast if autocast is not None else contextlib.nullcontext
         if self.in_gan_phase:
             losses = self._gan_step(batch, opt_g, opt_d, generator, context)
         else:

@@ -182,15 +182,7 @@ class _Trainer:
 
         if not self.cls.trainable:
             if self.env.is_main:
-                write_config(
-                    run,
-                    model=self.name,
-                    fold=self.fold,
-                    data=self.data,
-                    options=options,
-                    seed=self.seed,
-                    dataset=self.dataset,
-                )
+                self._write_config(run, options)
                 info(f"{self.name} has nothing to train: wrote {run.config}")
             return FitResult(run.root, self.cls(**options), 0, 0, None, True)
 
@@ -208,22 +200,19 @@ class _Trainer:
                 optimizer.load_state_dict(saved)
         created = existing.get("created") if existing else None
         if self.env.is_main:
-            write_config(
-                run,
-                model=self.name,
-                fold=self.fold,
-                data=self.data,
-                options=options,
-                seed=self.seed,
-                dataset=self.dataset,
-                created=created,
-            )
+            self._write_config(run, options, created)
         if self.compile:
             for child in model.children():
                 child.compile()
         loop = TrainingLoop(self, model, optimizers, options, train_data, val_data)
         loop.restore(state, read_metrics(run) if (state is not None and self.env.is_main) else [])
         return loop.run()
+
+    def _write_config(self, run: RunFolder, options: dict[str, Any], created: str | None = None) -> None:
+        write_config(
+            run, model=self.name, fold=self.fold, data=self.data, options=options, seed=self.seed,
+            dataset=self.dataset, created=created,
+        )
 
     def _load_data(self) -> tuple[DeviceSlices, DeviceSlices | None]:
         from mriad.data import load_volumes
