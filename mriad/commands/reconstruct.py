@@ -20,6 +20,18 @@ def reconstruct_command(
     force: bool = typer.Option(False, "--force", help="Redo subjects that are already reconstructed."),
     volumes_per_batch: int = typer.Option(4, "--volumes-per-batch", help="Volumes sent to the model together."),
     checkpoint: str = typer.Option("best", "--checkpoint", help="best or last."),
+    precision: str = typer.Option(
+        None, "--precision", help="Diffusion models: auto (bf16 autocast on CUDA, fp32 elsewhere), fp32 or bf16."
+    ),
+    compile_mode: str = typer.Option(
+        None, "--compile",
+        help="Diffusion models: torch.compile mode (none, default, reduce-overhead = CUDA graphs, max-autotune). "
+        "The first calls are slow while it compiles; `bench/reconstruct.py --compile` measures whether it pays.",
+    ),
+    max_chunk: int = typer.Option(
+        None, "--max-chunk", min=1, help="Diffusion models: at most this many boxes per network call "
+        "(default: from free memory; 8 on a CPU, 64 on CUDA).",
+    ),
 ) -> None:
     """Write `<run>/recon/<split>/<subject>_rec.nii.gz` and `_score.nii.gz` (|x - x_hat|).
 
@@ -27,6 +39,11 @@ def reconstruct_command(
     Finished subjects are skipped: rerun after an interruption to continue.
 
     Example: `mriad reconstruct --run runs/pddpm-fold0 --split brats-test`
+
+    On a GPU: `mriad --device cuda reconstruct --run runs/pddpm-fold0 --split brats-test --compile default`
+    (bf16 autocast and channels_last are already the CUDA defaults; compilation is not, since it has
+    not yet been measured to pay). Settings that change the numbers
+    (--precision) apply to the subjects written in that call; use --force to redo finished ones.
     """
     from mriad.device import resolve_device
     from mriad.reconstruct import reconstruct
@@ -38,6 +55,7 @@ def reconstruct_command(
     result = reconstruct(
         run, split, data=data, fold=fold, device=resolve_device(settings.device), shard=shard, force=force,
         volumes_per_batch=volumes_per_batch, which=checkpoint, seed=settings.seed,
+        inference={"precision": precision, "compile": compile_mode, "max_chunk": max_chunk},
     )
     info(
         f"{len(result.written)} reconstructed, {len(result.skipped)} skipped, {len(result.failures)} failed "

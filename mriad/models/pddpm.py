@@ -76,6 +76,7 @@ _DIFFUSION_DEFAULTS: dict[str, Any] = {
 # needs less; not measured on a GPU yet.
 _BYTES_PER_PIXEL_CHANNEL = 120
 PRECISIONS = ("auto", "fp32", "bf16")
+COMPILE_MODES = ("none", "default", "reduce-overhead", "max-autotune", "max-autotune-no-cudagraphs")
 # Default upper bounds on network inputs per call (see DiffusionModel.max_batch).
 _CPU_CHUNK = 8
 _CUDA_CHUNK = 64
@@ -199,6 +200,8 @@ class DiffusionModel(AnomalyModel):
         if channels_last is not None:
             self._inference["channels_last"] = bool(channels_last)
         if compile is not None:
+            if compile not in COMPILE_MODES:
+                raise MriadError(f"compile must be one of {', '.join(COMPILE_MODES)}, got {compile!r}")
             self._inference["compile"] = None if compile == "none" else compile
         if max_chunk is not None:
             self._inference["max_chunk"] = max(1, int(max_chunk))

@@ -128,11 +128,15 @@ def reconstruct(
     which: str = "best",
     seed: int = 0,
     skip_empty_boxes: bool = True,
+    inference: dict[str, Any] | None = None,
 ) -> ReconstructResult:
     """Reconstruct every subject of ``split`` with the run's model; resumable and shardable.
 
     ``skip_empty_boxes``: pass each subject's brain mask (the manifest's ``mask`` column) to models
     that accept one, so boxes without brain skip the network; the map inside the mask is unchanged.
+    ``inference``: keyword arguments for the model's ``configure_inference`` (diffusion models:
+    ``precision``, ``compile``, ``max_chunk``, ``channels_last``); None values keep the defaults.
+    A model without such settings refuses non-default ones rather than silently ignoring them.
     """
 
     run = Path(run)
@@ -143,13 +147,13 @@ def reconstruct(
     out = run / "recon" / split
     with folder_lock(out, f"reconstruct {split}"):
         return _reconstruct_rows(
-            run, rows, out, split, device, force, volumes_per_batch, which, seed, skip_empty_boxes
+            run, rows, out, split, device, force, volumes_per_batch, which, seed, skip_empty_boxes, inference
         )
 
 
 def _reconstruct_rows(
     run: Path, rows: pd.DataFrame, out: Path, split: str, device: Any, force: bool, volumes_per_batch: int,
-    which: str, seed: int, use_mask: bool = True,
+    which: str, seed: int, use_mask: bool = True, inference: dict[str, Any] | None = None,
 ) -> ReconstructResult:
     from mriad.models.registry import load_run_model
 
@@ -173,6 +177,7 @@ def _reconstruct_rows(
     if groups:
         device = torch.device(device)
         model = load_run_model(run, which=which, device=device)
+        _configure_inference(model, inference or {})
         generator = torch.Generator(device=device)
         with ThreadPoolExecutor(max_workers=2) as pool:
             pending_writes: list[Future] = []
@@ -205,6 +210,15 @@ def _reconstruct_rows(
         for subject, reason in result.failures:
             warn(f"{subject}: {reason}")
     return result
+
+
+def _configure_inference(model: Any, inference: dict[str, Any]) -> None:
+    requested = {key: value for key, value in inference.items() if value is not None}
+    if hasattr(model, "configure_inference"):
+        model.configure_inference(**requested)
+    elif requested:
+        options = " ".join(f"--{key.replace('_', '-')} {value}" for key, value in requested.items())
+        raise MriadError(f"model {model.name} has no inference settings (precision, compile, chunk); drop {options}")
 
 
 def _accepts_mask(model: Any) -> bool:

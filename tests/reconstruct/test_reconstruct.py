@@ -137,6 +137,53 @@ def test_stage_reads_masks_from_the_manifest(tmp_path: Path) -> None:
         np.testing.assert_allclose(rec[:, :, 0], image[:, :, 0], atol=1e-6)
 
 
+def _scores(run: Path, subjects: list[str]) -> dict[str, np.ndarray]:
+    folder = run / "recon" / "ixi-test"
+    return {s: read_nifti(folder / f"{s}_score.nii.gz", allow_empty=True).data.copy() for s in subjects}
+
+
+def test_inference_settings_reach_the_model(tmp_path: Path) -> None:
+    from mriad.reconstruct import reconstruct
+
+    run = _write_run(tmp_path, _tiny_dataset(tmp_path / "data"))
+    default = reconstruct(run, "ixi-test", volumes_per_batch=2)
+    reference = _scores(run, default.written)
+    # fp32 explicitly, no compilation, 3 boxes per call instead of 8: the same numbers (CPU default is fp32).
+    reconstruct(run, "ixi-test", force=True, volumes_per_batch=2,
+                inference={"precision": "fp32", "compile": "none", "max_chunk": 3})
+    for subject, score in _scores(run, default.written).items():
+        np.testing.assert_allclose(score, reference[subject], atol=1e-5)
+    # bf16 autocast on the CPU: close to fp32 but not equal, so the setting was applied.
+    reconstruct(run, "ixi-test", force=True, volumes_per_batch=2, inference={"precision": "bf16"})
+    bf16 = _scores(run, default.written)
+    assert any(not np.array_equal(bf16[s], reference[s]) for s in reference)
+    for subject, score in bf16.items():
+        np.testing.assert_allclose(score, reference[subject], atol=0.1)
+
+
+def test_cli_refuses_unknown_inference_settings(tmp_path: Path, cli) -> None:
+    run = _write_run(tmp_path, _tiny_dataset(tmp_path / "data"))
+    result = cli("--device", "cpu", "reconstruct", "--run", str(run), "--split", "ixi-test", "--precision", "fp16")
+    assert result.exit_code == 1
+    assert "precision must be one of auto, fp32, bf16" in result.output
+    result = cli("--device", "cpu", "reconstruct", "--run", str(run), "--split", "ixi-test", "--compile", "fast")
+    assert result.exit_code == 1 and "compile must be one of" in result.output
+    assert not list((run / "recon" / "ixi-test").glob("*.nii.gz"))
+
+
+def test_models_without_inference_settings_refuse_them(tmp_path: Path) -> None:
+    from mriad.errors import MriadError
+    from mriad.reconstruct import reconstruct
+
+    manifest = _tiny_dataset(tmp_path / "data")
+    run = tmp_path / "thresh"
+    run.mkdir()
+    (run / "config.json").write_text(json.dumps({"model": "thresh", "fold": 0, "data": str(manifest), "options": {}}))
+    with pytest.raises(MriadError, match="model thresh has no inference settings.*--precision bf16"):
+        reconstruct(run, "ixi-test", inference={"precision": "bf16", "compile": None})
+    assert len(reconstruct(run, "ixi-test", inference={"precision": None}).written) == 2
+
+
 # ---- CUDA (selected on a GPU machine with `pytest -k cuda`; skipped elsewhere) -------------------
 needs_cuda = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
 
