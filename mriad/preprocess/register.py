@@ -10,9 +10,11 @@ ANTs works in LPS coordinates; the conversion to and from RAS is kept in this mo
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
 import tempfile
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -114,10 +116,11 @@ def register(
         moving_img = to_ants(moving, moving_affine)
         if initial is not None:
             kwargs["initial_transform"] = [write_ants_affine(initial, os.path.join(workdir, "init.mat"))]
-        result = ants.registration(
-            fixed=fixed_img, moving=moving_img, type_of_transform=_ANTS_TYPE[method],
-            outprefix=os.path.join(workdir, "reg_"), random_seed=seed, verbose=False, **kwargs,
-        )
+        with _ants_seed(seed):
+            result = ants.registration(
+                fixed=fixed_img, moving=moving_img, type_of_transform=_ANTS_TYPE[method],
+                outprefix=os.path.join(workdir, "reg_"), verbose=False, **kwargs,
+            )
         forward = list(result["fwdtransforms"])
         affines = [p for p in forward if p.endswith(".mat")]
         if method != "syn":
@@ -144,6 +147,27 @@ def _coarsen(data: np.ndarray, affine: np.ndarray, factor: int) -> tuple[np.ndar
     new[:3, :3] = affine[:3, :3] * factor
     new[:3, 3] = affine[:3, :3] @ np.full(3, (factor - 1) / 2.0) + affine[:3, 3]
     return coarse, new
+
+
+@contextlib.contextmanager
+def _ants_seed(seed: int) -> Iterator[None]:
+    """Seed the metric's random sampling of ``ants.registration`` for the duration of one call.
+
+    antspyx 0.6 takes the seed only from ``ants.config._random_seed`` (a ``random_seed=`` keyword is
+    swallowed by ``**kwargs`` and ignored): without this, two runs on the same scan sample different
+    points and land on affines that differ by ~0.05 mm and ~0.02 degrees, enough to change masks.
+    ANTs reads a seed of 0 as "seed from the clock", so mriad's seed s becomes s + 1. The sampling is
+    then repeatable with one ITK thread (``--jobs`` equal to the cores); with several threads the
+    metric's partial sums still arrive in varying order.
+    """
+    import ants.config
+
+    previous = ants.config._random_seed
+    ants.config._random_seed = int(seed) % (2**31 - 1) + 1
+    try:
+        yield
+    finally:
+        ants.config._random_seed = previous
 
 
 def write_ants_affine(matrix_ras: np.ndarray, path: str) -> str:
