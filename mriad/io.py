@@ -298,10 +298,16 @@ def check_labels(volume: Volume, allowed: Any = None, what: str = "segmentation"
     """Refuse a label map with values other than non-negative integers (or outside ``allowed``).
 
     Catches a probability map or an intensity image given as a segmentation, and labels a data set
-    does not define (BraTS: 1, 2, 4; a lesion mask: 1). Returns the sorted distinct labels.
+    does not define (BraTS: 1, 2, 4; a lesion mask: 1): guessing a threshold for a soft map, or which
+    unknown label is the lesion, would silently change the masks every metric is computed against.
+    Returns the sorted distinct labels.
     """
     values = np.unique(volume.data)
-    bad = values[(values < 0) | (values != np.round(values))]
+    fractional = values[values != np.round(values)]
+    if fractional.size:
+        raise InputError(volume.path, f"{what} holds unexpected label values (e.g. {float(fractional[0]):g}): "
+                                      "it must hold integer labels, not probabilities")
+    bad = values[values < 0]
     if allowed is not None:
         bad = np.union1d(bad, values[~np.isin(values, sorted(allowed))])
     if bad.size:

@@ -17,7 +17,7 @@ import numpy as np
 
 from mriad.atlas import final_grid, load_template
 from mriad.errors import InputError, MriadError
-from mriad.io import Volume, check_same_grid, read_nifti
+from mriad.io import Volume, check_labels, check_same_grid, read_nifti
 from mriad.preprocess import register as reg
 from mriad.preprocess import skullstrip
 from mriad.preprocess.bias import n4_correct
@@ -159,20 +159,3 @@ def load_inputs(
     check_same_grid(image, seg)
     check_labels(seg, labels)
     return image, seg
-
-
-def check_labels(seg: Volume, labels: tuple[int, ...] | None) -> None:
-    """Refuse a segmentation that is not a label map: soft/probability values, negative or unknown labels.
-
-    Guessing a threshold for a soft map, or which unknown label is the lesion, would silently change
-    the lesion masks every metric is computed against.
-    """
-    values = np.unique(seg.data)
-    fractional = values[values != np.round(values)]
-    if fractional.size:
-        raise InputError(seg.path, f"unexpected label values (e.g. {float(fractional[0]):g}): a segmentation must "
-                                   "hold integer labels, not probabilities")
-    bad = [int(v) for v in values if v < 0 or (labels is not None and int(v) not in labels)]
-    if bad:
-        allowed = ", ".join(str(v) for v in labels) if labels is not None else "non-negative integers"
-        raise InputError(seg.path, f"unexpected label(s) {', '.join(map(str, bad[:5]))} (expected {allowed})")
