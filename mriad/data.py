@@ -14,7 +14,7 @@ import pandas as pd
 import torch
 
 from mriad.errors import InputError
-from mriad.io import check_same_grid, read_nifti
+from mriad.io import Volume, check_labels, check_same_grid, read_nifti
 
 
 def volume_to_slices(volume: torch.Tensor) -> torch.Tensor:
@@ -25,6 +25,40 @@ def volume_to_slices(volume: torch.Tensor) -> torch.Tensor:
 def slices_to_volume(slices: torch.Tensor) -> torch.Tensor:
     """``(Z, 1, X, Y)`` -> ``(X, Y, Z)``."""
     return slices[:, 0].permute(1, 2, 0)
+
+
+def read_masks(
+    image: Volume, mask_path: Any, seg_path: Any = None, *, require_mask: bool = False
+) -> tuple[np.ndarray, np.ndarray | None]:
+    """The brain mask and the lesion mask of ``image`` as boolean arrays, checked against the contract.
+
+    Both must lie on the image's grid and hold only 0/1 (BraTS labels 2/4 or a probability map are
+    refused, not thresholded); the brain mask must not be empty. Without a ``mask_path`` the mask is
+    ``image > 0`` (the preprocessed background is exactly 0), unless ``require_mask``. Without a
+    ``seg_path`` the lesion mask is None.
+    """
+    if _given(mask_path):
+        volume = read_nifti(mask_path, allow_empty=True)
+        check_same_grid(image, volume)
+        check_labels(volume, allowed=(0, 1), what="brain mask")
+        mask = volume.data > 0.5
+        if not mask.any():
+            raise InputError(mask_path, "brain mask is empty")
+    elif require_mask:
+        raise InputError(image.path, "no brain mask in the manifest (the mask column is empty)")
+    else:
+        mask = image.data > 0
+    seg = None
+    if _given(seg_path):
+        volume = read_nifti(seg_path, allow_empty=True)
+        check_same_grid(image, volume)
+        check_labels(volume, allowed=(0, 1), what="segmentation")
+        seg = volume.data > 0.5
+    return mask, seg
+
+
+def _given(path: Any) -> bool:
+    return path is not None and not (isinstance(path, float) and np.isnan(path)) and bool(str(path).strip())
 
 
 @dataclass
@@ -49,24 +83,12 @@ def load_volumes(rows: pd.DataFrame, *, with_seg: bool = False, device: Any = "c
             reference_shape = image.shape
         elif image.shape != tuple(reference_shape):
             raise InputError(row.image, f"shape {image.shape} differs from the split's {tuple(reference_shape)}")
-        if row.mask:
-            mask = read_nifti(row.mask, allow_empty=True)
-            check_same_grid(image, mask)
-            if not mask.data.any():
-                raise InputError(row.mask, "brain mask is empty")
-            mask_array = mask.data > 0.5
-        else:
-            mask_array = image.data > 0
+        mask_array, seg_array = read_masks(image, row.mask, row.seg if with_seg else None)
         images.append(image.data)
         masks.append(mask_array)
         affines.append(image.affine)
         if with_seg:
-            if row.seg:
-                seg = read_nifti(row.seg, allow_empty=True)
-                check_same_grid(image, seg)
-                segs.append(seg.data > 0.5)
-            else:
-                segs.append(np.zeros(image.shape, dtype=bool))
+            segs.append(seg_array if seg_array is not None else np.zeros(image.shape, dtype=bool))
     pin = torch.device(device).type == "cuda"
     image_tensor = torch.from_numpy(np.stack(images).astype(np.float32))
     mask_tensor = torch.from_numpy(np.stack(masks).astype(np.uint8))

@@ -18,8 +18,9 @@ import numpy as np
 import pandas as pd
 import torch
 
+from mriad.data import read_masks
 from mriad.errors import InputError, MriadError
-from mriad.io import Volume, check_labels, check_same_grid, read_nifti
+from mriad.io import read_nifti
 
 
 def recon_files(run: Path, split: str, subject: str) -> tuple[Path, Path]:
@@ -83,28 +84,13 @@ class SplitVolumes:
         return len(self.rows)
 
 
-def _binary(volume: Volume, what: str) -> np.ndarray:
-    """A mask the contract stores as 0/1; anything else (BraTS labels 2/4, probabilities) is refused."""
-    check_labels(volume, allowed=(0, 1), what=what)
-    return volume.data > 0.5
-
-
 def _read_subject(run: Path, split: str, row: pd.Series) -> dict:
     subject = str(row["subject_id"])
     rec_path, score_path = recon_files(run, split, subject)
     image = read_nifti(row["image"], allow_empty=True)
-    if not str(row["mask"]).strip():
-        raise InputError(row["image"], f"subject {subject} has no brain mask in the manifest (needed to evaluate)")
-    mask_volume = read_nifti(row["mask"], allow_empty=True)
-    check_same_grid(image, mask_volume)
-    mask = _binary(mask_volume, "brain mask")
-    if not mask.any():
-        raise InputError(row["mask"], "brain mask is empty")
-    seg = np.zeros(image.shape, dtype=bool)
-    if str(row["seg"]).strip():
-        seg_volume = read_nifti(row["seg"], allow_empty=True)
-        check_same_grid(image, seg_volume)
-        seg = _binary(seg_volume, "segmentation")
+    mask, seg = read_masks(image, row["mask"], row["seg"], require_mask=True)
+    if seg is None:
+        seg = np.zeros(image.shape, dtype=bool)
     rec = read_nifti(rec_path, allow_empty=True).data
     score = read_nifti(score_path, allow_empty=True).data
     for path, array in ((rec_path, rec), (score_path, score)):
