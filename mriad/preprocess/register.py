@@ -155,7 +155,7 @@ def _ants_seed(seed: int) -> Iterator[None]:
 
     antspyx 0.6 takes the seed only from ``ants.config._random_seed`` (a ``random_seed=`` keyword is
     swallowed by ``**kwargs`` and ignored): without this, two runs on the same scan sample different
-    points and land on affines that differ by ~0.05 mm and ~0.02 degrees, enough to change masks.
+    points and land on affines whose translations differ by up to ~0.1 mm, enough to change masks.
     ANTs reads a seed of 0 as "seed from the clock", so mriad's seed s becomes s + 1. The sampling is
     then repeatable with one ITK thread (``--jobs`` equal to the cores); with several threads the
     metric's partial sums still arrive in varying order.

@@ -1,7 +1,7 @@
 """Registration is repeatable: the same seed gives the same affine (one ITK thread, as under --jobs).
 
 antspyx 0.6 ignores a ``random_seed=`` keyword and ANTs reads seed 0 as "from the clock"; before the
-fix two runs on one scan gave affines ~0.05 mm apart, which changed ~1,300 mask voxels per subject and
+fix two runs on one scan gave affines up to ~0.1 mm apart, which changed ~1,300 mask voxels per subject and
 made `make demo` results differ from run to run. Runs in a subprocess because ITK reads its thread
 count when it is loaded.
 """
