@@ -3,6 +3,12 @@
 The field is smooth, so it is estimated on a x4-shrunk image (~7 s instead of minutes) and evaluated at
 full resolution through ``GetLogBiasFieldAsImage``; the image is divided by it. Voxels outside the mask
 stay 0.
+
+Three B-spline fitting levels, not SimpleITK's/ANTs' usual four: the fourth level refines the field to
+~25 mm control-point spacing, fine enough to absorb a large lesion as "bias". On the eight real BraTS
+2018 cases the tumour/brain T2 mean ratio fell from 1.13-1.72 (raw) to 1.00-1.21 with four levels and
+stayed at 1.11-1.41 with three; scanner bias is far smoother than that and is removed either way
+(tests/preprocess/test_prep_bias.py). Anomaly detection scores exactly that contrast.
 """
 
 from __future__ import annotations
@@ -18,9 +24,10 @@ def n4_correct(
     *,
     spacing: tuple[float, float, float] = (1.0, 1.0, 1.0),
     shrink: int = SHRINK,
-    iterations: tuple[int, ...] = (50, 50, 50, 50),
+    iterations: tuple[int, ...] = (50, 50, 50),
 ) -> np.ndarray:
-    """Bias-corrected copy of ``image`` (float32); 0 outside ``mask``.
+    """Bias-corrected copy of ``image`` (float32); 0 outside ``mask``. One fitting level per entry of
+    ``iterations`` (its value: that level's maximum iterations).
 
     Arrays are passed to SimpleITK as they are (its z, y, x reading just reverses the axes, so the
     spacing is reversed too); N4 does not care about orientation.
