@@ -37,7 +37,10 @@ def preprocess_command(
     demographics: Path = typer.Option(
         None, "--demographics", help="IXI spreadsheet (IXI.xls or a CSV export): age and sex. BIDS: participants.tsv."
     ),
-    n4: bool = typer.Option(True, "--n4/--no-n4", help="N4 bias field correction inside the brain mask."),
+    n4: bool = typer.Option(
+        True, "--n4/--no-n4",
+        help="N4 bias field correction inside the brain mask (three fitting levels: finer ones absorb large lesions).",
+    ),
     qc: bool = typer.Option(True, "--qc/--no-qc", help="Write a qc.png per subject (mid-slices, mask outline)."),
 ) -> None:
     """Preprocess raw brain MRI as in the pDDPM paper: reorient, 1 mm, skull strip, affine to SRI24,
