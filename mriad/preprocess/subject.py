@@ -29,6 +29,9 @@ from mriad.preprocess.resample import resample_isotropic
 
 # Less than this share of the brain inside the crop grid means the registration went wrong.
 MIN_BRAIN_IN_GRID = 0.6
+# Bumped whenever a step changes its output for the same options (2: N4 with three fitting levels,
+# seeded registration), so a rerun redoes subjects made by an older pipeline instead of skipping them.
+PIPELINE_REVISION = 2
 
 
 @dataclass(frozen=True)
@@ -50,7 +53,9 @@ class Options:
             raise MriadError(f"--registration {self.registration}: expected one of {', '.join(reg.METHODS)}")
 
     def signature(self) -> dict[str, object]:
-        return {k: v for k, v in asdict(self).items() if k not in ("qc", "device")}
+        """What a finished subject's ``done.json`` must match to be skipped on a rerun."""
+        options = {k: v for k, v in asdict(self).items() if k not in ("qc", "device")}
+        return {**options, "revision": PIPELINE_REVISION}
 
 
 @dataclass

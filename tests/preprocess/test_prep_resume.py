@@ -87,6 +87,19 @@ def test_corrupted_or_half_written_subjects_are_redone(brats_case: Path, tmp_pat
     assert completed(subject, first, same) is not None and completed(subject, first, other) is None
 
 
+def test_outputs_of_an_older_pipeline_are_redone(brats_case: Path, tmp_path: Path, monkeypatch) -> None:
+    from mriad.preprocess import subject
+
+    raw = _raw(brats_case, tmp_path / "raw", NAMES[:1])
+    out = tmp_path / "out"
+    assert preprocess(raw, out, dataset="brats21", **FAST).done == [NAMES[0]]
+    assert preprocess(raw, out, dataset="brats21", **FAST).skipped == [NAMES[0]]
+    # A later mriad whose steps give other numbers for the same options must not trust this folder.
+    monkeypatch.setattr(subject, "PIPELINE_REVISION", subject.PIPELINE_REVISION + 1)
+    result = preprocess(raw, out, dataset="brats21", **FAST)
+    assert result.done == [NAMES[0]] and result.skipped == []
+
+
 def test_a_live_second_writer_is_refused(brats_case: Path, tmp_path: Path) -> None:
     raw = _raw(brats_case, tmp_path / "raw", NAMES[:1])
     out = tmp_path / "out"
