@@ -141,7 +141,7 @@ def bench_data(root: Path, count: int, seed: int = 0) -> pd.DataFrame:
         frame = read_manifest(result.manifest).head(count)
     except Exception as exc:  # noqa: BLE001 - any failure: fall back to shapes that need no atlas
         print(f"(mriad synth unavailable: {exc}; using ellipsoid volumes)")
-        frame = _ellipsoids(root / "ellipsoids", count, seed)
+        frame = ellipsoid_volumes(root / "ellipsoids", count, seed)
     rows = frame[["subject_id", "image", "mask"]].copy()
     rows["dataset"], rows["split"], rows["fold"], rows["label"] = "ixi", "test", "", 0
     for column in ("seg", "age", "sex", "source"):
@@ -149,16 +149,28 @@ def bench_data(root: Path, count: int, seed: int = 0) -> pd.DataFrame:
     return rows.reset_index(drop=True)
 
 
-def _ellipsoids(root: Path, count: int, seed: int) -> pd.DataFrame:
+def ellipsoid_volumes(
+    root: Path,
+    count: int,
+    seed: int,
+    *,
+    depth: int = 50,
+    prefix: str = "E",
+    radii: tuple[float, float, float] = (0.75, 0.9, 1.1),
+) -> pd.DataFrame:
+    """Smooth random ellipsoid "brains" on the 96x96 preprocessed grid with masks; needs no atlas.
+
+    Returns rows with subject_id, image and mask paths.
+    """
     from mriad.io import write_nifti
 
     rng = np.random.default_rng(seed)
-    x, y, z = np.meshgrid(*(np.linspace(-1, 1, n) for n in (96, 96, 50)), indexing="ij")
+    x, y, z = np.meshgrid(*(np.linspace(-1, 1, n) for n in (96, 96, depth)), indexing="ij")
+    mask = (x / radii[0]) ** 2 + (y / radii[1]) ** 2 + (z / radii[2]) ** 2 < 1
     rows = []
     for i in range(count):
-        mask = (x / 0.75) ** 2 + (y / 0.9) ** 2 + (z / 1.1) ** 2 < 1
         image = (0.5 + 0.3 * np.sin(5 * x + rng.uniform(0, 6)) * np.cos(4 * y)) * mask
-        sid = f"E{i:03d}"
+        sid = f"{prefix}{i:03d}"
         write_nifti(root / sid / "image.nii.gz", image.astype(np.float32), np.diag([2.0, 2, 2, 1]))
         write_nifti(root / sid / "mask.nii.gz", mask.astype(np.uint8), np.diag([2.0, 2, 2, 1]), dtype=np.uint8)
         rows.append(

@@ -29,40 +29,23 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-import pandas as pd
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import CONFIGS, interleaved, machine, matmul_peak, ratios, spread  # noqa: E402
+from common import CONFIGS, ellipsoid_volumes, interleaved, machine, matmul_peak, ratios, spread  # noqa: E402
 from reference_style import reference_training_step  # noqa: E402
 
 
 def write_volumes(root: Path, count: int, depth: int = 50) -> Path:
     """Smooth random "brains" on the preprocessed grid, with masks and a manifest (ixi trainval)."""
-    from mriad.io import write_nifti
     from mriad.manifest import write_manifest
 
-    rng = np.random.default_rng(0)
-    x, y, z = np.meshgrid(*(np.linspace(-1, 1, n) for n in (96, 96, depth)), indexing="ij")
-    rows = []
-    for i in range(count):
-        mask = (x / 0.8) ** 2 + (y / 0.9) ** 2 + (z / 1.2) ** 2 < 1
-        image = (0.5 + 0.3 * np.sin(5 * x + rng.uniform(0, 6)) * np.cos(4 * y)) * mask
-        sid = f"IXI{i:03d}"
-        write_nifti(root / sid / "image.nii.gz", image.astype(np.float32), np.diag([2.0, 2, 2, 1]))
-        write_nifti(root / sid / "mask.nii.gz", mask.astype(np.uint8), np.diag([2.0, 2, 2, 1]), dtype=np.uint8)
-        rows.append(
-            {
-                "subject_id": sid,
-                "dataset": "ixi",
-                "split": "trainval",
-                "fold": i % 5,
-                "label": 0,
-                "image": str(root / sid / "image.nii.gz"),
-                "mask": str(root / sid / "mask.nii.gz"),
-            }
-        )
-    return write_manifest(pd.DataFrame(rows), root / "manifest.csv")
+    rows = ellipsoid_volumes(root, count, seed=0, depth=depth, prefix="IXI", radii=(0.8, 0.9, 1.2))
+    rows.insert(1, "dataset", "ixi")
+    rows.insert(2, "split", "trainval")
+    rows.insert(3, "fold", [i % 5 for i in range(count)])
+    rows.insert(4, "label", 0)
+    return write_manifest(rows, root / "manifest.csv")
 
 
 def step_flops(model: Any, batch: torch.Tensor, autocast: Any) -> int:
