@@ -15,6 +15,7 @@ import torch
 
 from mriad.errors import InputError
 from mriad.io import Volume, check_labels, check_same_grid, read_nifti
+from mriad.manifest import blank
 
 
 def volume_to_slices(volume: torch.Tensor) -> torch.Tensor:
@@ -37,7 +38,7 @@ def read_masks(
     ``image > 0`` (the preprocessed background is exactly 0), unless ``require_mask``. Without a
     ``seg_path`` the lesion mask is None.
     """
-    if _given(mask_path):
+    if not blank(mask_path):
         volume = read_nifti(mask_path, allow_empty=True)
         check_same_grid(image, volume)
         check_labels(volume, allowed=(0, 1), what="brain mask")
@@ -49,16 +50,12 @@ def read_masks(
     else:
         mask = image.data > 0
     seg = None
-    if _given(seg_path):
+    if not blank(seg_path):
         volume = read_nifti(seg_path, allow_empty=True)
         check_same_grid(image, volume)
         check_labels(volume, allowed=(0, 1), what="segmentation")
         seg = volume.data > 0.5
     return mask, seg
-
-
-def _given(path: Any) -> bool:
-    return path is not None and not (isinstance(path, float) and np.isnan(path)) and bool(str(path).strip())
 
 
 @dataclass

@@ -30,7 +30,8 @@ def empty_manifest() -> pd.DataFrame:
     return pd.DataFrame({column: pd.Series(dtype=object) for column in COLUMNS})
 
 
-def _blank(value: object) -> bool:
+def blank(value: object) -> bool:
+    """An empty manifest cell: None, NaN or only whitespace."""
     return value is None or (isinstance(value, float) and np.isnan(value)) or str(value).strip() == ""
 
 
@@ -55,10 +56,10 @@ def read_manifest(path: str | Path, *, check_files: bool = True) -> pd.DataFrame
     frame = frame[COLUMNS + [c for c in frame.columns if c not in COLUMNS]].copy()
     base = path.resolve().parent
     for column in PATH_COLUMNS:
-        frame[column] = [str((base / value).resolve()) if not _blank(value) else "" for value in frame[column]]
+        frame[column] = [str((base / value).resolve()) if not blank(value) else "" for value in frame[column]]
     frame["label"] = [_parse_int(v, path, "label", sid) for v, sid in zip(frame["label"], frame["subject_id"])]
     frame["fold"] = [
-        _parse_int(v, path, "fold", sid) if not _blank(v) else -1 for v, sid in zip(frame["fold"], frame["subject_id"])
+        _parse_int(v, path, "fold", sid) if not blank(v) else -1 for v, sid in zip(frame["fold"], frame["subject_id"])
     ]
     validate_manifest(frame, source=str(path), check_files=check_files)
     frame.attrs["path"] = str(path.resolve())
@@ -91,14 +92,14 @@ def validate_manifest(frame: pd.DataFrame, *, source: str = "manifest", check_fi
             raise ManifestError(f"{source}: subject {sid}: unknown split {row.split!r}")
         if int(row.label) not in (0, 1):
             raise ManifestError(f"{source}: subject {sid}: label must be 0 or 1, got {row.label}")
-        if int(row.label) == 1 and _blank(row.seg):
+        if int(row.label) == 1 and blank(row.seg):
             raise ManifestError(f"{source}: subject {sid}: label 1 (unhealthy) but no seg file")
         if str(row.split) == "trainval" and int(row.fold) < 0:
             raise ManifestError(f"{source}: subject {sid}: split trainval needs a fold")
         if check_files:
             for column in PATH_COLUMNS:
                 value = getattr(row, column)
-                if not _blank(value) and not Path(value).is_file():
+                if not blank(value) and not Path(value).is_file():
                     raise ManifestError(f"{source}: subject {sid}: {column} file {value} does not exist")
     _check_fold_leaks(frame, source)
 
@@ -129,13 +130,13 @@ def write_manifest(frame: pd.DataFrame, path: str | Path) -> Path:
             out[column] = ""
     for column in PATH_COLUMNS:
         out[column] = [_relative(value, base) for value in out[column]]
-    out["fold"] = ["" if _blank(v) or int(v) < 0 else int(v) for v in out["fold"]]
+    out["fold"] = ["" if blank(v) or int(v) < 0 else int(v) for v in out["fold"]]
     extra = [c for c in out.columns if c not in COLUMNS]
     return atomic_write_csv(path, out[COLUMNS + extra])
 
 
 def _relative(value: object, base: Path) -> str:
-    if _blank(value):
+    if blank(value):
         return ""
     # Relative paths in memory are relative to the working directory, like every other path.
     target = Path(str(value)).resolve()
