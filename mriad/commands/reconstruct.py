@@ -42,8 +42,8 @@ def reconstruct_command(
 
     On a GPU: `mriad --device cuda reconstruct --run runs/pddpm-fold0 --split brats-test --compile default`
     (bf16 autocast and channels_last are already the CUDA defaults; compilation is not, since it has
-    not yet been measured to pay). Settings that change the numbers
-    (--precision) apply to the subjects written in that call; use --force to redo finished ones.
+    not yet been measured to pay). Settings that change the numbers (--precision) apply to the
+    subjects written in that call; use --force to redo finished ones.
     """
     from mriad.device import resolve_device
     from mriad.reconstruct import reconstruct
