@@ -136,7 +136,7 @@ def bench_data(root: Path, count: int, seed: int = 0) -> pd.DataFrame:
 
         healthy = max(min_healthy_for_splits(5), count)
         result = synthesize(root / "synth", healthy=healthy, lesions=0, layout="ixi", preprocessed=True, seed=seed)
-        from mriad.manifest import read_manifest
+        from mriad.contracts.manifest import read_manifest
 
         frame = read_manifest(result.manifest).head(count)
     except Exception as exc:  # noqa: BLE001 - any failure: fall back to shapes that need no atlas
@@ -162,7 +162,7 @@ def ellipsoid_volumes(
 
     Returns rows with subject_id, image and mask paths.
     """
-    from mriad.io import write_nifti
+    from mriad.infra.io import write_nifti
 
     rng = np.random.default_rng(seed)
     x, y, z = np.meshgrid(*(np.linspace(-1, 1, n) for n in (96, 96, depth)), indexing="ij")
@@ -181,8 +181,8 @@ def ellipsoid_volumes(
 
 def load_slices(rows: pd.DataFrame) -> tuple[torch.Tensor, torch.Tensor]:
     """Images and brain masks of ``rows`` as slice stacks ``(V, 50, 1, 96, 96)`` (float32, bool)."""
-    from mriad.data import volume_to_slices
-    from mriad.io import read_nifti
+    from mriad.contracts.data import volume_to_slices
+    from mriad.infra.io import read_nifti
 
     images, masks = [], []
     for row in rows.itertuples(index=False):

@@ -104,7 +104,7 @@ class SliceDataset(torch.utils.data.Dataset):
         return len(self.rows)
 
     def __getitem__(self, i: int) -> torch.Tensor:
-        from mriad.io import read_nifti
+        from mriad.infra.io import read_nifti
 
         image = read_nifti(self.rows.loc[i, "image"]).data
         mask = read_nifti(self.rows.loc[i, "mask"], allow_empty=True).data

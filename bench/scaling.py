@@ -43,7 +43,7 @@ class _Identity(nn.Module):
 def volumes_table(root: Path, config: str, device: torch.device, counts: list[int], repeats: int) -> None:
     """The stage on 1, 4, 16 volumes, with the network replaced by an identity: I/O, noise, batching
     and stitching only, so anything that grows faster than the volume count would stand out."""
-    from mriad.manifest import write_manifest
+    from mriad.contracts.manifest import write_manifest
     from mriad.models import registry
     from mriad.reconstruct import reconstruct
 

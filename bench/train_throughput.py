@@ -38,7 +38,7 @@ from reference_style import reference_training_step  # noqa: E402
 
 def write_volumes(root: Path, count: int, depth: int = 50) -> Path:
     """Smooth random "brains" on the preprocessed grid, with masks and a manifest (ixi trainval)."""
-    from mriad.manifest import write_manifest
+    from mriad.contracts.manifest import write_manifest
 
     rows = ellipsoid_volumes(root, count, seed=0, depth=depth, prefix="IXI", radii=(0.8, 0.9, 1.2))
     rows.insert(1, "dataset", "ixi")
@@ -58,8 +58,8 @@ def step_flops(model: Any, batch: torch.Tensor, autocast: Any) -> int:
 
 
 def engine_step(model: Any, manifest: Path, device: torch.device, batch_size: int) -> Any:
-    from mriad.data import load_volumes
-    from mriad.manifest import read_manifest, select_split
+    from mriad.contracts.data import load_volumes
+    from mriad.contracts.manifest import read_manifest, select_split
     from mriad.train.sampler import DeviceSlices
 
     rows = select_split(read_manifest(manifest), "ixi-train", 0)
@@ -93,7 +93,7 @@ def main() -> None:
         args.config, args.volumes, args.warmup, args.steps = "tiny", 12, 1, 2
         args.batch_size = args.batch_size or 4
 
-    from mriad.manifest import read_manifest, select_split
+    from mriad.contracts.manifest import read_manifest, select_split
     from mriad.models.registry import build_model
     from mriad.models.unet import count_flops, count_parameters
 

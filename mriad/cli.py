@@ -11,7 +11,7 @@ import typer
 from mriad import __version__
 from mriad.commands import atlas as atlas_commands
 from mriad.commands import compare, evaluate, preprocess, reconstruct, split, synth, train
-from mriad.console import settings
+from mriad.infra.console import settings
 
 app = typer.Typer(
     name="mriad",

@@ -20,7 +20,7 @@ def _isolated_workspace(tmp_path_factory: pytest.TempPathFactory, monkeypatch: p
     """Every test gets its own workspace, so remembered manifests/runs never leak between tests."""
     workspace = tmp_path_factory.mktemp("workspace")
     monkeypatch.setenv("MRIAD_WORKSPACE", str(workspace))
-    from mriad.console import settings
+    from mriad.infra.console import settings
 
     saved = dict(vars(settings))
     yield workspace
@@ -45,7 +45,7 @@ def cli():
 
 def write_small_subject(folder: Path, subject: str, *, lesion: bool = False, shape=(16, 16, 8), seed: int = 0):
     """A tiny image/mask(/seg) triple on disk; returns the paths."""
-    from mriad.io import write_nifti
+    from mriad.infra.io import write_nifti
 
     rng = np.random.default_rng(seed)
     affine = np.diag([2.0, 2.0, 2.0, 1.0])
@@ -69,7 +69,7 @@ def small_manifest(tmp_path: Path) -> Path:
     """A valid manifest of 10 healthy (ixi) and 4 lesion (brats) tiny subjects, unsplit."""
     import pandas as pd
 
-    from mriad.manifest import write_manifest
+    from mriad.contracts.manifest import write_manifest
 
     rows = []
     for i in range(10):

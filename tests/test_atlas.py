@@ -11,7 +11,7 @@ import nibabel as nib
 import numpy as np
 import pytest
 
-from mriad.errors import MriadError
+from mriad.infra.errors import MriadError
 
 SHIPPED = Path(__file__).resolve().parents[1] / "atlases" / "sri24"
 
@@ -64,7 +64,7 @@ SRI24_NAMES = {
 
 def test_install_from_a_zip_with_sri24_names(atlas_copy: Path) -> None:
     from mriad.atlas import available_templates, load_template
-    from mriad.atlas_install import install_sri24
+    from mriad.atlas.install import install_sri24
 
     archive = _zip(atlas_copy.parent / "sri24_anatomy_nifti.zip",
                    {name: _volume(value) for name, value in SRI24_NAMES.items()} | {"sri24/README.txt": b"x"})
@@ -84,7 +84,7 @@ def test_install_from_a_zip_with_sri24_names(atlas_copy: Path) -> None:
 
 def test_install_from_a_tarball_with_plain_names_and_derived_brains(atlas_copy: Path) -> None:
     from mriad.atlas import load_template
-    from mriad.atlas_install import install_sri24
+    from mriad.atlas.install import install_sri24
 
     mask = np.zeros((12, 14, 10), np.float32)
     mask[4:8, 4:8, 4:8] = 1
@@ -119,7 +119,7 @@ def _gz(payload: bytes) -> bytes:
 
 
 def test_archive_without_templates_is_refused(atlas_copy: Path) -> None:
-    from mriad.atlas_install import install_sri24
+    from mriad.atlas.install import install_sri24
 
     archive = _zip(atlas_copy.parent / "wrong.zip", {"notes/readme.txt": b"hello", "other/brain.nii": _volume(1)})
     with pytest.raises(MriadError, match=r"wrong\.zip: no SRI24 T2/PD template"):
@@ -137,7 +137,7 @@ def test_archive_without_templates_is_refused(atlas_copy: Path) -> None:
     ],
 )
 def test_bad_members_are_refused_by_name(atlas_copy: Path, payload: bytes, message: str) -> None:
-    from mriad.atlas_install import install_sri24
+    from mriad.atlas.install import install_sri24
 
     archive = _zip(atlas_copy.parent / "bad.zip", {"sri24/spgr.nii": _volume(1.0), "sri24/late.nii": payload})
     with pytest.raises(MriadError, match=rf"bad\.zip: sri24/late\.nii: .*{message}"):
@@ -146,7 +146,7 @@ def test_bad_members_are_refused_by_name(atlas_copy: Path, payload: bytes, messa
 
 
 def test_not_an_archive_and_missing_archive(atlas_copy: Path) -> None:
-    from mriad.atlas_install import install_sri24
+    from mriad.atlas.install import install_sri24
 
     text = atlas_copy.parent / "notes.zip"
     text.write_text("plain text")
@@ -173,7 +173,7 @@ def test_offline_download_says_so(atlas_copy: Path, monkeypatch: pytest.MonkeyPa
 
 
 def test_reinstall_replaces_the_previous_install(atlas_copy: Path) -> None:
-    from mriad.atlas_install import install_sri24
+    from mriad.atlas.install import install_sri24
 
     install_sri24(archive=_zip(atlas_copy.parent / "one.zip", {"late.nii": _volume(3.0), "erly.nii": _volume(5.0)}))
     install_sri24(archive=_zip(atlas_copy.parent / "two.zip", {"late.nii": _volume(7.0)}))

@@ -32,8 +32,8 @@ def test_version(cli) -> None:
 
 
 def test_bad_device_is_refused_with_a_clear_message() -> None:
-    from mriad.device import resolve_device
-    from mriad.errors import MriadError
+    from mriad.infra.device import resolve_device
+    from mriad.infra.errors import MriadError
 
     with pytest.raises(MriadError, match="--device tpu"):
         resolve_device("tpu")

@@ -25,7 +25,7 @@ def test_synth_preprocessed_then_split(cli, tmp_path: Path, _isolated_workspace:
     manifest = Path(summary["manifest"])
     assert manifest == out / "manifest.csv" and manifest.is_file()
 
-    from mriad.workspace import default_manifest
+    from mriad.infra.workspace import default_manifest
 
     assert default_manifest() == manifest.resolve()  # `mriad train` finds it without --data
 
@@ -33,7 +33,7 @@ def test_synth_preprocessed_then_split(cli, tmp_path: Path, _isolated_workspace:
     result = cli("--seed", "9", "split", manifest, "--out", resplit)
     assert result.exit_code == 0, result.output
 
-    from mriad.manifest import read_manifest, select_split
+    from mriad.contracts.manifest import read_manifest, select_split
 
     frame = read_manifest(resplit)
     assert frame["subject_id"].is_unique

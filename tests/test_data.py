@@ -1,4 +1,4 @@
-"""mriad.data.read_masks: the one place where a subject's brain and lesion masks are read and checked."""
+"""mriad.contracts.data.read_masks: the one place where a subject's brain and lesion masks are read and checked."""
 
 from __future__ import annotations
 
@@ -7,9 +7,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from mriad.data import read_masks
-from mriad.errors import InputError
-from mriad.io import read_nifti, write_nifti
+from mriad.contracts.data import read_masks
+from mriad.infra.errors import InputError
+from mriad.infra.io import read_nifti, write_nifti
 
 
 def _write(path: Path, data: np.ndarray) -> Path:

@@ -8,8 +8,8 @@ import nibabel as nib
 import numpy as np
 import pytest
 
-from mriad.errors import InputError
-from mriad.io import atomic_path, atomic_write_text, check_same_grid, read_nifti, write_nifti
+from mriad.infra.errors import InputError
+from mriad.infra.io import atomic_path, atomic_write_text, check_same_grid, read_nifti, write_nifti
 
 
 def _affine() -> np.ndarray:

@@ -5,8 +5,8 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from mriad.errors import ManifestError
-from mriad.manifest import read_manifest, select_split, write_manifest
+from mriad.contracts.manifest import read_manifest, select_split, write_manifest
+from mriad.infra.errors import ManifestError
 
 
 def _edit(path: Path, change) -> Path:

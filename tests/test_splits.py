@@ -5,8 +5,8 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from mriad.manifest import read_manifest
-from mriad.splits import SplitSettings, split_frame
+from mriad.contracts.manifest import read_manifest
+from mriad.split import SplitSettings, split_frame
 
 
 def _healthy(n: int) -> pd.DataFrame:

@@ -9,7 +9,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from mriad.errors import MriadError
+from mriad.infra.errors import MriadError
 from mriad.synth import min_healthy_for_splits, synthesize
 
 
@@ -88,7 +88,7 @@ def test_healthy_subjects_vary(preprocessed) -> None:
 
 
 def test_preprocessed_manifest_is_split_and_usable(preprocessed) -> None:
-    from mriad.manifest import read_manifest, select_split
+    from mriad.contracts.manifest import read_manifest, select_split
 
     frame = read_manifest(preprocessed.manifest)
     assert list(frame["subject_id"]) == preprocessed.subjects
@@ -204,7 +204,7 @@ def test_impossible_requests_are_refused(tmp_path: Path, kwargs: dict, message: 
 
 
 def test_min_healthy_matches_the_split_rule() -> None:
-    from mriad.splits import split_frame
+    from mriad.split import split_frame
 
     n = min_healthy_for_splits()
     frame = pd.DataFrame({"subject_id": [f"S{i}" for i in range(n)], "dataset": "ixi", "label": 0,

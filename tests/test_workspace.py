@@ -5,8 +5,8 @@ from pathlib import Path
 
 import pytest
 
-from mriad import workspace
-from mriad.errors import MriadError
+from mriad.infra import workspace
+from mriad.infra.errors import MriadError
 
 
 def test_workspace_remembers_manifest_and_runs(tmp_path: Path, _isolated_workspace: Path) -> None:

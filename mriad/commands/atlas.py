@@ -16,7 +16,7 @@ app = typer.Typer(help="Show, check or install the SRI24 atlas.", no_args_is_hel
 def show() -> None:
     """Print the installed atlas files and the grids preprocessing writes."""
     from mriad import atlas
-    from mriad.console import info
+    from mriad.infra.console import info
 
     files = atlas.available_templates()
     info(f"atlas folder: {atlas.atlas_root() / atlas.ATLAS_NAME}")
@@ -32,7 +32,7 @@ def show() -> None:
 def check() -> None:
     """Verify shapes, spacing, checksums and world alignment of the atlas files (exit 1 on failure)."""
     from mriad import atlas
-    from mriad.console import info
+    from mriad.infra.console import info
 
     results = atlas.check_atlas()
     for name, ok, message in results:
@@ -49,8 +49,8 @@ def install(
     from_file: Path = typer.Option(None, "--from", help="A local SRI24 archive (.zip or .tar.gz) instead of NITRC."),
 ) -> None:
     """Install the full SRI24 distribution (T1, T2, PD; CC BY-SA 3.0, cite Rohlfing et al. 2010)."""
-    from mriad.atlas_install import install_sri24
-    from mriad.console import info
+    from mriad.atlas.install import install_sri24
+    from mriad.infra.console import info
 
     installed = install_sri24(name=name, archive=from_file)
     for kind, path in installed.items():

@@ -10,8 +10,8 @@ from typing import Any, TypeVar
 
 import typer
 
-from mriad.console import err_console, settings
-from mriad.errors import MriadError, NotLandedError
+from mriad.infra.console import err_console, settings
+from mriad.infra.errors import MriadError, NotLandedError
 
 F = TypeVar("F", bound=Callable[..., Any])
 

@@ -7,7 +7,7 @@ from pathlib import Path
 import typer
 
 from mriad.commands.common import emit, handle_errors
-from mriad.console import console, err_console, settings
+from mriad.infra.console import console, err_console, settings
 
 
 def _say(text: str) -> None:
@@ -79,8 +79,8 @@ def report_command(
     Example: `mriad report runs/pddpm-fold0`.
     """
     from mriad.compare.run import report
-    from mriad.console import using_default
-    from mriad.workspace import latest_run
+    from mriad.infra.console import using_default
+    from mriad.infra.workspace import latest_run
 
     if run is None:
         run = latest_run()

@@ -7,7 +7,7 @@ from pathlib import Path
 import typer
 
 from mriad.commands.common import emit, handle_errors
-from mriad.console import info, settings, using_default
+from mriad.infra.console import info, settings, using_default
 
 
 @handle_errors
@@ -35,10 +35,10 @@ def evaluate_command(
     """
     from rich.table import Table
 
-    from mriad.console import console
-    from mriad.device import resolve_device
     from mriad.evaluate.run import evaluate, summary_rows
-    from mriad.workspace import latest_run
+    from mriad.infra.console import console
+    from mriad.infra.device import resolve_device
+    from mriad.infra.workspace import latest_run
 
     if run is None:
         run = latest_run()

@@ -9,7 +9,7 @@ from typing import TYPE_CHECKING
 import typer
 
 from mriad.commands.common import emit, handle_errors
-from mriad.console import info, settings
+from mriad.infra.console import info, settings
 
 if TYPE_CHECKING:
     from mriad.preprocess.pipeline import Outcome, PreprocessResult
@@ -57,9 +57,9 @@ def preprocess_command(
 
         mriad preprocess data/MSLUB out/ --dataset mslub --skull-strip none
     """
-    from mriad.device import resolve_device
+    from mriad.infra.device import resolve_device
+    from mriad.infra.workspace import remember_manifest
     from mriad.preprocess.pipeline import preprocess
-    from mriad.workspace import remember_manifest
 
     device = str(resolve_device(settings.device))
     info(f"preprocess {raw} -> {out} (dataset {dataset}, modality {modality}, device {device}, jobs {jobs})")
@@ -81,7 +81,7 @@ def preprocess_command(
 
 
 def _progress(items: Iterator[Outcome], total: int) -> Iterator[Outcome]:
-    from mriad.console import track
+    from mriad.infra.console import track
 
     return track(items, total=total, description="preprocess", unit="subject")
 
@@ -90,7 +90,7 @@ def _summary(result: PreprocessResult) -> None:
     """A table of what happened and the mean seconds per step, then the failures (one line each)."""
     from rich.table import Table
 
-    from mriad.console import console
+    from mriad.infra.console import console
 
     opts = result.options
     info(f"steps: skull strip {opts.skull_strip}, registration {opts.registration}, N4 {'on' if opts.n4 else 'off'}")
@@ -126,6 +126,6 @@ def _warn_line(message: str) -> None:
     """One unwrapped line on stderr (grep-able; paths and reasons are never split), no markup parsing."""
     from rich.text import Text
 
-    from mriad.console import err_console
+    from mriad.infra.console import err_console
 
     err_console.print(Text("warning: ", style="yellow") + Text(message), soft_wrap=True, highlight=False)

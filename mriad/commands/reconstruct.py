@@ -7,7 +7,7 @@ from pathlib import Path
 import typer
 
 from mriad.commands.common import emit, handle_errors
-from mriad.console import info, settings, using_default
+from mriad.infra.console import info, settings, using_default
 
 
 @handle_errors
@@ -45,9 +45,9 @@ def reconstruct_command(
     not yet been measured to pay). Settings that change the numbers (--precision) apply to the
     subjects written in that call; use --force to redo finished ones.
     """
-    from mriad.device import resolve_device
+    from mriad.infra.device import resolve_device
+    from mriad.infra.workspace import latest_run
     from mriad.reconstruct import reconstruct
-    from mriad.workspace import latest_run
 
     if run is None:
         run = latest_run()

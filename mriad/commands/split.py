@@ -7,7 +7,7 @@ from pathlib import Path
 import typer
 
 from mriad.commands.common import emit, handle_errors
-from mriad.console import info, settings
+from mriad.infra.console import info, settings
 
 
 @handle_errors
@@ -27,8 +27,8 @@ def split_command(
     """
     from rich.table import Table
 
-    from mriad.console import console
-    from mriad.splits import SplitSettings, describe, split_manifest
+    from mriad.infra.console import console
+    from mriad.split import SplitSettings, describe, split_manifest
 
     split_settings = SplitSettings(
         healthy_test_fraction=test_fraction, folds=folds, lesion_val_fraction={"brats": brats_val, "mslub": mslub_val}

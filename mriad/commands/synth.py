@@ -7,7 +7,7 @@ from pathlib import Path
 import typer
 
 from mriad.commands.common import emit, handle_errors
-from mriad.console import info, settings
+from mriad.infra.console import info, settings
 
 DEFAULT_LESIONS = 6
 
@@ -58,7 +58,7 @@ def synth_command(
     """
     from rich.table import Table
 
-    from mriad.console import console
+    from mriad.infra.console import console
     from mriad.synth import synthesize
 
     if lesions is None:
@@ -68,7 +68,7 @@ def synth_command(
         seed=settings.seed, modality=modality,
     )
     if result.manifest is not None:
-        from mriad.workspace import remember_manifest
+        from mriad.infra.workspace import remember_manifest
 
         remember_manifest(result.manifest)
     kind = "preprocessed 96x96x50" if preprocessed else "raw"

@@ -10,8 +10,8 @@ import typer
 from typer.core import TyperCommand
 
 from mriad.commands.common import emit, handle_errors
-from mriad.console import info, settings, using_default
-from mriad.errors import MriadError
+from mriad.infra.console import info, settings, using_default
+from mriad.infra.errors import MriadError
 
 _MODEL_KEY = "mriad.train.model"
 
@@ -119,9 +119,9 @@ def train_command(
 
     Several GPUs: `torchrun --nproc_per_node 4 -m mriad train --model pddpm ...` (see docs/training.md).
     """
-    from mriad.device import resolve_device
+    from mriad.infra.device import resolve_device
+    from mriad.infra.workspace import default_manifest, remember_run, runs_dir
     from mriad.train import train
-    from mriad.workspace import default_manifest, remember_run, runs_dir
 
     main_rank = int(os.environ.get("RANK", "0")) == 0
     if not main_rank:

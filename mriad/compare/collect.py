@@ -16,9 +16,9 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from mriad.console import debug
-from mriad.errors import InputError, MriadError
-from mriad.runs import read_run_config
+from mriad.contracts.run_folder import read_run_config
+from mriad.infra.console import debug
+from mriad.infra.errors import InputError, MriadError
 
 _GLOB_CHARS = set("*?[")
 
@@ -230,8 +230,8 @@ def manifest_candidates(run: RunEval) -> list[Path]:
 
 def find_manifest(runs: Sequence[RunEval]) -> pd.DataFrame | None:
     """The first readable manifest named by the runs (or remembered by the workspace); None if none."""
-    from mriad.manifest import read_manifest
-    from mriad.workspace import default_manifest
+    from mriad.contracts.manifest import read_manifest
+    from mriad.infra.workspace import default_manifest
 
     candidates = [path for run in runs for path in manifest_candidates(run)]
     try:

@@ -16,7 +16,7 @@ from typing import Any
 import numpy as np
 
 from mriad.compare.tables import Group, metric_header, metric_info
-from mriad.io import atomic_path
+from mriad.infra.io import atomic_path
 
 _DPI = 110
 
@@ -183,8 +183,8 @@ def _rec_path(group: Group, split: str, subject: str) -> Path:
 
 def load_recon_grid(case: ReconCase) -> Any:
     """Read the chosen subject's volumes and draw :func:`recon_grid`; refuses volumes on other grids."""
-    from mriad.errors import InputError
-    from mriad.io import read_nifti
+    from mriad.infra.errors import InputError
+    from mriad.infra.io import read_nifti
 
     image = read_nifti(case.image)
     seg = None

@@ -20,9 +20,9 @@ import pandas as pd
 
 from mriad.compare.collect import evaluate_hint, read_json
 from mriad.compare.tables import fmt_mean_std, metric_header
-from mriad.console import debug
-from mriad.errors import InputError
-from mriad.runs import read_run_config
+from mriad.contracts.run_folder import read_run_config
+from mriad.infra.console import debug
+from mriad.infra.errors import InputError
 
 # Figures an evaluation already drew are embedded up to this count and size per split, so a page
 # stays small enough to open quickly and to attach to an email.

@@ -29,9 +29,9 @@ from mriad.compare.collect import (
     val_splits,
 )
 from mriad.compare.tables import DEFAULT_METRICS, NOT_METRICS, Group, group_runs
-from mriad.console import using_default, warn
-from mriad.errors import MriadError
-from mriad.io import atomic_write_csv, atomic_write_text
+from mriad.infra.console import using_default, warn
+from mriad.infra.errors import MriadError
+from mriad.infra.io import atomic_write_csv, atomic_write_text
 
 
 def compare(
@@ -195,7 +195,7 @@ def _rows(
 
 
 def _output_dir(out: Path | None, split: str, runs: Sequence[Path]) -> Path:
-    from mriad.workspace import workspace_dir
+    from mriad.infra.workspace import workspace_dir
 
     if out is None:
         out = workspace_dir() / f"compare-{split}"

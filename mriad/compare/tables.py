@@ -19,7 +19,7 @@ import numpy as np
 import pandas as pd
 
 from mriad.compare.collect import RunEval
-from mriad.errors import MriadError
+from mriad.infra.errors import MriadError
 
 
 @dataclass(frozen=True)

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import numpy as np
 
-from mriad.io import atomic_path
+from mriad.infra.io import atomic_path
 
 # Precision-recall curves of pooled test sets have millions of steps; this many points draw the same line.
 _MAX_CURVE_POINTS = 4000

@@ -22,17 +22,17 @@ import numpy as np
 import pandas as pd
 import torch
 
-from mriad.console import debug, info, warn
-from mriad.errors import MriadError
+from mriad.contracts.manifest import parse_split_name, read_manifest, select_split
+from mriad.contracts.run_folder import read_run_config, resolve_manifest
 from mriad.evaluate import metrics as M
 from mriad.evaluate.figures import Example, example_grid, lesion_slice, pr_curve
 from mriad.evaluate.postprocess import postprocess
 from mriad.evaluate.threshold import SEARCHES, ThresholdResult, find_threshold, fpr_thresholds
 from mriad.evaluate.volumes import SplitVolumes, ensure_recon, load_split, volumes_per_chunk
-from mriad.io import atomic_write_csv, atomic_write_json, remove_temporaries
-from mriad.locking import folder_lock
-from mriad.manifest import parse_split_name, read_manifest, select_split
-from mriad.runs import read_run_config, resolve_manifest
+from mriad.infra.console import debug, info, warn
+from mriad.infra.errors import MriadError
+from mriad.infra.io import atomic_write_csv, atomic_write_json, remove_temporaries
+from mriad.infra.locking import folder_lock
 
 EROSION_ITERATIONS = 3
 MEDIAN_SIZE = 5

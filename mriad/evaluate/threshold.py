@@ -26,7 +26,7 @@ from dataclasses import dataclass
 
 import torch
 
-from mriad.errors import MriadError
+from mriad.infra.errors import MriadError
 
 SEARCHES = ("exact", "bisection")
 

@@ -18,9 +18,9 @@ import numpy as np
 import pandas as pd
 import torch
 
-from mriad.data import read_masks
-from mriad.errors import InputError, MriadError
-from mriad.io import read_nifti
+from mriad.contracts.data import read_masks
+from mriad.infra.errors import InputError, MriadError
+from mriad.infra.io import read_nifti
 
 
 def recon_files(run: Path, split: str, subject: str) -> tuple[Path, Path]:

@@ -11,7 +11,7 @@ from typing import Any, ClassVar
 
 import torch
 
-from mriad.errors import MriadError
+from mriad.infra.errors import MriadError
 from mriad.models.base import AnomalyModel
 from mriad.models.layers import ConvDecoder, ConvEncoder, check_input
 

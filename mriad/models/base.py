@@ -47,7 +47,7 @@ class AnomalyModel(nn.Module):
         merged = {**cls.common_defaults, **cls.defaults}
         unknown = sorted(set(overrides) - set(merged))
         if unknown:
-            from mriad.errors import MriadError
+            from mriad.infra.errors import MriadError
 
             raise MriadError(f"model {cls.name}: unknown option(s) {', '.join(unknown)}; known: {', '.join(merged)}")
         for key, value in overrides.items():

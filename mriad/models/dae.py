@@ -17,7 +17,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from mriad.errors import MriadError
+from mriad.infra.errors import MriadError
 from mriad.models.base import AnomalyModel
 from mriad.models.layers import norm_layer
 

@@ -21,7 +21,7 @@ from typing import Any, ClassVar
 import torch
 from torch import nn
 
-from mriad.errors import MriadError
+from mriad.infra.errors import MriadError
 from mriad.models.base import AnomalyModel
 from mriad.models.layers import ConvDecoder, ConvEncoder, check_input
 

@@ -22,7 +22,7 @@ from typing import Any, ClassVar
 
 import torch
 
-from mriad.errors import MriadError
+from mriad.infra.errors import MriadError
 from mriad.models.base import AnomalyModel
 from mriad.models.diffusion import (
     NOISES,

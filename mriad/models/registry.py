@@ -6,7 +6,7 @@ import importlib
 from pathlib import Path
 from typing import Any
 
-from mriad.errors import InputError, MriadError
+from mriad.infra.errors import InputError, MriadError
 
 # name -> "module:Class"; the baselines live beside the diffusion models.
 _MODELS: dict[str, str] = {
@@ -33,7 +33,7 @@ def get_model_class(name: str) -> type:
         module = importlib.import_module(module_name)
     except ModuleNotFoundError as exc:
         if exc.name == module_name:
-            from mriad.errors import NotLandedError
+            from mriad.infra.errors import NotLandedError
 
             raise NotLandedError(f"model {name!r} is not implemented yet") from None
         raise
@@ -46,7 +46,7 @@ def build_model(name: str, **overrides: Any) -> Any:
 
 def load_checkpoint_model(path: str | Path, device: Any = "cpu", expect_model: str | None = None) -> Any:
     """Rebuild a model from a checkpoint (``weights_only`` loading: no code is ever unpickled)."""
-    from mriad.io import safe_torch_load
+    from mriad.infra.io import safe_torch_load
 
     checkpoint = safe_torch_load(path, map_location=device)
     if not isinstance(checkpoint, dict) or "model" not in checkpoint or "state_dict" not in checkpoint:
@@ -64,7 +64,7 @@ def load_checkpoint_model(path: str | Path, device: Any = "cpu", expect_model: s
 
 def load_run_model(run: str | Path, which: str = "best", device: Any = "cpu") -> Any:
     """The model of a run folder: ``checkpoints/best.pt`` (or ``last.pt``); untrained models need none."""
-    from mriad.runs import read_run_config
+    from mriad.contracts.run_folder import read_run_config
 
     run = Path(run)
     config = read_run_config(run)

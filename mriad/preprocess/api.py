@@ -25,7 +25,7 @@ def preprocess_subject(
     """Write ``image.nii.gz``, ``mask.nii.gz`` (+ ``seg.nii.gz``), ``qc.png``, ``timings.json`` and
     ``done.json`` into ``out_dir``. Steps left ``None`` take the data set's defaults.
 
-    Raises :class:`mriad.errors.InputError` (message starting with the file) for a bad input, unlike the
+    Raises :class:`mriad.infra.errors.InputError` (message starting with the file) for a bad input, unlike the
     batch :func:`mriad.preprocess.preprocess`, which records it and carries on.
     """
     options = resolve_options(dataset, modality, skull_strip, registration, device, n4, qc)

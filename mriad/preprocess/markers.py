@@ -1,6 +1,6 @@
 """Resumability on disk: the ``done.json`` marker and leftovers of interrupted writes.
 
-(The output folder's lock is :func:`mriad.locking.folder_lock`, shared with the other stages.)
+(The output folder's lock is :func:`mriad.infra.locking.folder_lock`, shared with the other stages.)
 
 A subject is finished only when ``done.json`` exists and every file it lists still has the recorded
 size and SHA-256. The marker is written last, after image, mask, segmentation and QC picture, and
@@ -16,7 +16,7 @@ import json
 from pathlib import Path
 from typing import Any
 
-from mriad.io import atomic_write_json, remove_temporaries
+from mriad.infra.io import atomic_write_json, remove_temporaries
 
 DONE = "done.json"
 MARKER_VERSION = 1

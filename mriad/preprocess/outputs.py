@@ -12,7 +12,7 @@ from typing import Any
 
 import pandas as pd
 
-from mriad.manifest import COLUMNS, write_manifest
+from mriad.contracts.manifest import COLUMNS, write_manifest
 from mriad.preprocess import markers
 from mriad.preprocess.datasets import Problem
 
@@ -67,7 +67,7 @@ def write_outputs(out: Path, dataset: str, rows: list[dict[str, Any]], failures:
         [{"subject": p.subject, "file": p.file, "reason": p.reason, "dataset": dataset} for p in failures],
         columns=FAILURE_COLUMNS,
     )
-    from mriad.io import atomic_write_csv
+    from mriad.infra.io import atomic_write_csv
 
     failures_path = out / FAILURES
     atomic_write_csv(failures_path, failure_frame)

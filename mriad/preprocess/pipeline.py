@@ -18,8 +18,8 @@ from typing import Any
 
 import numpy as np
 
-from mriad.errors import InputError, MriadError
-from mriad.io import Volume, atomic_write_json, write_nifti
+from mriad.infra.errors import InputError, MriadError
+from mriad.infra.io import Volume, atomic_write_json, write_nifti
 from mriad.preprocess import markers
 from mriad.preprocess.datasets import Problem, Subject, adapter
 from mriad.preprocess.subject import Options, Timer, load_inputs, run_steps
@@ -322,7 +322,7 @@ def preprocess(
         seen.add(subject.subject_id)
         subjects.append(subject)
     outcomes: list[Outcome] = []
-    from mriad.locking import folder_lock
+    from mriad.infra.locking import folder_lock
 
     with folder_lock(out, "preprocess"):  # also sweeps temporaries a killed run left in OUT
         todo = []

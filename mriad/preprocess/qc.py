@@ -13,7 +13,7 @@ from pathlib import Path
 
 import numpy as np
 
-from mriad.io import atomic_path
+from mriad.infra.io import atomic_path
 
 
 def _slices(volume: np.ndarray, centre: tuple[int, int, int]) -> list[np.ndarray]:

@@ -20,7 +20,7 @@ from typing import Any
 
 import numpy as np
 
-from mriad.errors import MriadError
+from mriad.infra.errors import MriadError
 
 METHODS = ("affine-fast", "affine", "rigid", "syn", "none")
 _ANTS_TYPE = {"affine-fast": "AffineFast", "affine": "Affine", "rigid": "Rigid", "syn": "SyN"}

@@ -10,7 +10,7 @@ from __future__ import annotations
 import numpy as np
 from nibabel import orientations
 
-from mriad.io import Volume
+from mriad.infra.io import Volume
 
 
 def reorient_canonical(volume: Volume) -> Volume:

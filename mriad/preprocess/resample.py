@@ -11,7 +11,7 @@ from __future__ import annotations
 import numpy as np
 from scipy import ndimage
 
-from mriad.io import Volume
+from mriad.infra.io import Volume
 
 
 def voxel_sizes(affine: np.ndarray) -> np.ndarray:

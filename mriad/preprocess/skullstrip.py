@@ -24,7 +24,7 @@ from dataclasses import dataclass
 import numpy as np
 from scipy import ndimage
 
-from mriad.errors import InputError, MriadError
+from mriad.infra.errors import InputError, MriadError
 
 METHODS = ("hd-bet", "deepbet", "atlas", "none")
 # A brain is 1000-1700 ml; below this the mask is not a brain (empty image, wrong contrast, a phantom).

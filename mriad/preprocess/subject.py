@@ -16,8 +16,8 @@ from pathlib import Path
 import numpy as np
 
 from mriad.atlas import final_grid, load_template
-from mriad.errors import InputError, MriadError
-from mriad.io import Volume, check_labels, check_same_grid, read_nifti
+from mriad.infra.errors import InputError, MriadError
+from mriad.infra.io import Volume, check_labels, check_same_grid, read_nifti
 from mriad.preprocess import register as reg
 from mriad.preprocess import skullstrip
 from mriad.preprocess.bias import n4_correct

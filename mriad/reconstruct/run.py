@@ -19,12 +19,12 @@ import numpy as np
 import pandas as pd
 import torch
 
-from mriad.console import info, track, warn
-from mriad.errors import InputError, MriadError
-from mriad.io import atomic_write_csv, read_nifti, write_nifti
-from mriad.locking import folder_lock
-from mriad.manifest import read_manifest, select_split
-from mriad.runs import read_run_config, resolve_manifest
+from mriad.contracts.manifest import read_manifest, select_split
+from mriad.contracts.run_folder import read_run_config, resolve_manifest
+from mriad.infra.console import info, track, warn
+from mriad.infra.errors import InputError, MriadError
+from mriad.infra.io import atomic_write_csv, read_nifti, write_nifti
+from mriad.infra.locking import folder_lock
 
 
 @dataclass
@@ -238,7 +238,7 @@ def _upload(array: torch.Tensor, device: torch.device) -> torch.Tensor:
 def _reconstruct_group(
     model: Any, loaded: list[_Loaded], device: torch.device, generator: torch.Generator
 ) -> tuple[list[np.ndarray], list[np.ndarray]]:
-    from mriad.data import slices_to_volume, volume_to_slices
+    from mriad.contracts.data import slices_to_volume, volume_to_slices
 
     stack = _upload(torch.stack([volume_to_slices(torch.from_numpy(item.image.data)) for item in loaded]), device)
     masks = None

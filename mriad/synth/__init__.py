@@ -26,8 +26,8 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from mriad.errors import MriadError
-from mriad.io import atomic_write_csv, write_nifti
+from mriad.infra.errors import MriadError
+from mriad.infra.io import atomic_write_csv, write_nifti
 from mriad.synth.anatomy import MODALITIES, atlas_arrays
 from mriad.synth.layouts import (
     DEMOGRAPHICS,
@@ -63,7 +63,7 @@ class SynthResult:
 
 def min_healthy_for_splits(folds: int = 5) -> int:
     """Fewest healthy subjects that the default split (test set + ``folds`` folds) accepts."""
-    from mriad.splits import SplitSettings
+    from mriad.split import SplitSettings
 
     fraction = SplitSettings().healthy_test_fraction
     n = folds
@@ -124,11 +124,11 @@ def synthesize(
 
     Raises :class:`MriadError` for impossible requests (unknown layout or modality, lesions with the
     healthy-only ``ixi`` layout, too few healthy subjects for the preprocessed layout's splits), and
-    :class:`~mriad.errors.LockError` while another live process writes into ``out``.
+    :class:`~mriad.infra.errors.LockError` while another live process writes into ``out``.
     """
     out = Path(out)
     _check(out, healthy, lesions, layout, preprocessed, modality)
-    from mriad.locking import folder_lock
+    from mriad.infra.locking import folder_lock
 
     # One writer per OUT: two syntheses into one folder would mix their subjects and manifests.
     with folder_lock(out, "synth"):
@@ -138,7 +138,7 @@ def synthesize(
 def _synthesize(
     out: Path, healthy: int, lesions: int, layout: str, preprocessed: bool, seed: int, modality: str
 ) -> SynthResult:
-    from mriad.console import track
+    from mriad.infra.console import track
 
     start = time.perf_counter()
     atlas = atlas_arrays()
@@ -155,8 +155,8 @@ def _synthesize(
         modality=modality, datasets={str(k): int(v) for k, v in frame["dataset"].value_counts().sort_index().items()},
     )
     if preprocessed:
-        from mriad.manifest import write_manifest
-        from mriad.splits import split_frame
+        from mriad.contracts.manifest import write_manifest
+        from mriad.split import split_frame
 
         result.manifest = write_manifest(split_frame(frame, seed=seed), out / "manifest.csv")
     else:

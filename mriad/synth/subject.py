@@ -10,7 +10,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from mriad.errors import MriadError
+from mriad.infra.errors import MriadError
 from mriad.synth import lesions
 from mriad.synth.anatomy import (
     AtlasArrays,

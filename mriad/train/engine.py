@@ -23,9 +23,9 @@ from typing import Any
 
 import torch
 
-from mriad.console import info, warn
-from mriad.errors import ManifestError, MriadError
-from mriad.io import remove_temporaries, safe_torch_load
+from mriad.infra.console import info, warn
+from mriad.infra.errors import ManifestError, MriadError
+from mriad.infra.io import remove_temporaries, safe_torch_load
 from mriad.models.registry import get_model_class
 from mriad.train import distributed
 from mriad.train.loop import FitResult, TrainingLoop
@@ -82,7 +82,7 @@ def train(
 
 def fit(model: str, *, device: Any = "auto", **kwargs: Any) -> FitResult:
     """:func:`train`, returning the trained model and counters as well (for tests and notebooks)."""
-    from mriad.device import resolve_device
+    from mriad.infra.device import resolve_device
 
     env = distributed.detect()
     target = resolve_device(device) if isinstance(device, str) else torch.device(device)
@@ -123,7 +123,7 @@ class _Trainer:
     # ---- setup ---------------------------------------------------------------------------------
     def run(self) -> FitResult:
         if self.env.is_main:
-            from mriad.locking import folder_lock
+            from mriad.infra.locking import folder_lock
 
             if self.run_folder.root.exists() and not self.run_folder.root.is_dir():
                 raise MriadError(f"{self.run_folder.root}: exists and is not a folder; choose another --out")
@@ -172,7 +172,7 @@ class _Trainer:
         existing = self._on_main(lambda: check_out_folder(run, self.name, resume=self.resume, force=self.force))
         options = self._resolve_options(existing)
         if self.deterministic:
-            from mriad.device import set_deterministic
+            from mriad.infra.device import set_deterministic
 
             set_deterministic(True)
         elif self.device.type == "cuda":
@@ -215,8 +215,8 @@ class _Trainer:
         )
 
     def _load_data(self) -> tuple[DeviceSlices, DeviceSlices | None]:
-        from mriad.data import load_volumes
-        from mriad.manifest import read_manifest, select_split
+        from mriad.contracts.data import load_volumes
+        from mriad.contracts.manifest import read_manifest, select_split
 
         frame = read_manifest(self.data)
         train_rows = select_split(frame, f"{self.dataset}-train", self.fold)

@@ -13,8 +13,8 @@ from typing import TYPE_CHECKING, Any
 
 import torch
 
-from mriad.console import ProgressLine, info, warn
-from mriad.errors import MriadError
+from mriad.infra.console import ProgressLine, info, warn
+from mriad.infra.errors import MriadError
 from mriad.models.base import AnomalyModel
 from mriad.train import distributed
 from mriad.train.run_folder import save_checkpoint, write_metrics

@@ -17,8 +17,8 @@ from typing import Any
 
 import torch
 
-from mriad.errors import MriadError
-from mriad.io import atomic_torch_save, atomic_write_json, atomic_write_text, safe_torch_load
+from mriad.infra.errors import MriadError
+from mriad.infra.io import atomic_torch_save, atomic_write_json, atomic_write_text, safe_torch_load
 
 METRIC_COLUMNS = ["epoch", "step", "train_loss", "val_loss", "seconds"]
 # Files a run owns; --force removes exactly these (and the outputs derived from the old weights).

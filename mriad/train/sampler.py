@@ -10,7 +10,7 @@ from dataclasses import dataclass
 
 import torch
 
-from mriad.data import SplitData
+from mriad.contracts.data import SplitData
 
 
 @dataclass

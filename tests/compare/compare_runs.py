@@ -14,8 +14,8 @@ AFFINE = np.diag([2.0, 2.0, 2.0, 1.0])
 
 def write_manifest(root: Path, subjects: list[str]) -> Path:
     """Tiny lesion subjects (image, mask, seg) and a manifest listing them as brats test."""
-    from mriad.io import write_nifti
-    from mriad.manifest import write_manifest as write
+    from mriad.contracts.manifest import write_manifest as write
+    from mriad.infra.io import write_nifti
 
     rows = []
     for index, subject in enumerate(subjects):
@@ -66,7 +66,7 @@ def make_run(
     evaluated: bool = True,
 ) -> Path:
     """A run folder with config.json, metrics.csv and (optionally) eval/<split>/ and a few x̂ volumes."""
-    from mriad.io import write_nifti
+    from mriad.infra.io import write_nifti
 
     run = root / name
     run.mkdir(parents=True)
@@ -127,7 +127,7 @@ def make_run(
         }
         (folder / "summary.json").write_text(json.dumps(summary))
     if recon and manifest is not None:
-        from mriad.io import read_nifti
+        from mriad.infra.io import read_nifti
 
         table = pd.read_csv(manifest, dtype=str)
         for subject in subjects[:recon]:

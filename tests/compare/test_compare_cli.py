@@ -11,7 +11,7 @@ import pytest
 from compare_runs import make_run, standard_runs
 
 from mriad.compare.run import compare
-from mriad.errors import MriadError
+from mriad.infra.errors import MriadError
 
 RESAMPLES = "500"  # enough for p < 0.05 with 12 subjects, fast on two cores
 

@@ -10,8 +10,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from mriad.io import write_nifti
-from mriad.manifest import write_manifest
+from mriad.contracts.manifest import write_manifest
+from mriad.infra.io import write_nifti
 
 SHAPE = (32, 32, 12)
 AFFINE = np.diag([2.0, 2.0, 2.0, 1.0])
@@ -99,7 +99,7 @@ def test_evaluate_lesion_split_end_to_end(cli, fake_run: Path) -> None:
 
 
 def test_evaluate_healthy_split_json_and_bisection(cli, fake_run: Path) -> None:
-    from mriad.workspace import remember_run
+    from mriad.infra.workspace import remember_run
 
     remember_run(fake_run)  # --run defaults to the workspace's last run
     result = cli("--json", "--device", "cpu", "evaluate", "--split", "ixi-test", "--no-figures")

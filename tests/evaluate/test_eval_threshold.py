@@ -6,7 +6,6 @@ import numpy as np
 import pytest
 import torch
 
-from mriad.errors import MriadError
 from mriad.evaluate.threshold import (
     SortedPool,
     bisection_threshold,
@@ -15,6 +14,7 @@ from mriad.evaluate.threshold import (
     fpr_thresholds,
     quantile,
 )
+from mriad.infra.errors import MriadError
 
 
 def _dice(scores: np.ndarray, labels: np.ndarray, t: float) -> float:

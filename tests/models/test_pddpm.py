@@ -6,7 +6,7 @@ import pytest
 import torch
 from torch import nn
 
-from mriad.errors import MriadError
+from mriad.infra.errors import MriadError
 from mriad.models.diffusion import from_model_space, q_sample, to_model_space
 from mriad.models.patches import box_masks, coverage
 from mriad.models.registry import build_model, get_model_class

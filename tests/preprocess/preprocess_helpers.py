@@ -22,7 +22,7 @@ def carried_truth(truth_path: Path, matrix: np.ndarray) -> np.ndarray:
     (one linear interpolation at 2 mm, threshold 0.5): an independent route from the pipeline's
     crop-then-majority one."""
     from mriad.atlas import final_grid
-    from mriad.io import read_nifti
+    from mriad.infra.io import read_nifti
     from mriad.preprocess.resample import resample_to_grid
 
     truth = read_nifti(truth_path, allow_empty=True)

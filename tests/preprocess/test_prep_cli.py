@@ -134,7 +134,7 @@ def test_unknown_choices_are_refused(cli, tmp_path: Path, option: tuple[str, str
 
 
 def test_python_api_for_one_subject(brats_case: Path, tmp_path: Path) -> None:
-    from mriad.errors import InputError
+    from mriad.infra.errors import InputError
     from mriad.preprocess import preprocess_subject
     from mriad.preprocess.markers import read_done
 

@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 from preprocess_helpers import realdata
 
-from mriad.errors import MriadError
+from mriad.infra.errors import MriadError
 from mriad.preprocess.datasets import dataset_name, discover
 
 

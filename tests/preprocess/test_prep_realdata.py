@@ -10,7 +10,7 @@ import pytest
 from preprocess_helpers import realdata
 
 from mriad.atlas import final_grid
-from mriad.io import read_nifti
+from mriad.infra.io import read_nifti
 from mriad.preprocess import preprocess
 
 pytestmark = [pytest.mark.slow, pytest.mark.realdata]

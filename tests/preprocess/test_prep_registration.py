@@ -39,7 +39,7 @@ def test_known_affine_is_recovered() -> None:
     subject = resample_to_grid(brain.data, brain.affine, shape, grid, world=to_atlas)
     subject_mask = resample_to_grid(atlas_mask.data, atlas_mask.affine, shape, grid, world=to_atlas) >= 0.5
 
-    from mriad.io import Volume
+    from mriad.infra.io import Volume
     from mriad.preprocess.reorient import reorient_canonical
     from mriad.preprocess.resample import resample_isotropic
 

@@ -12,8 +12,8 @@ from pathlib import Path
 import pytest
 from preprocess_helpers import copy_case
 
-from mriad.errors import LockError
-from mriad.locking import LOCK_NAME
+from mriad.infra.errors import LockError
+from mriad.infra.locking import LOCK_NAME
 from mriad.preprocess import markers, preprocess
 
 NAMES = ("BraTS2021_30000", "BraTS2021_30001", "BraTS2021_30002")
@@ -103,7 +103,7 @@ def test_outputs_of_an_older_pipeline_are_redone(brats_case: Path, tmp_path: Pat
 def test_a_live_second_writer_is_refused(brats_case: Path, tmp_path: Path) -> None:
     raw = _raw(brats_case, tmp_path / "raw", NAMES[:1])
     out = tmp_path / "out"
-    hold = "import sys, time\nfrom mriad.locking import folder_lock\nwith folder_lock(sys.argv[1]):\n" \
+    hold = "import sys, time\nfrom mriad.infra.locking import folder_lock\nwith folder_lock(sys.argv[1]):\n" \
            "    print('locked', flush=True)\n    time.sleep(60)\n"
     holder = subprocess.Popen([sys.executable, "-c", hold, str(out)], stdout=subprocess.PIPE, text=True)
     try:

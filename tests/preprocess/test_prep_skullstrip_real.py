@@ -7,8 +7,8 @@ import numpy as np
 import pytest
 from preprocess_helpers import dice, realdata
 
-from mriad.errors import InputError
-from mriad.io import Volume, read_nifti
+from mriad.infra.errors import InputError
+from mriad.infra.io import Volume, read_nifti
 from mriad.preprocess.reorient import reorient_canonical
 from mriad.preprocess.resample import resample_isotropic
 from mriad.preprocess.skullstrip import skull_strip

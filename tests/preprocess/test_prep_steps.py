@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from mriad.atlas import crop_grid, downsampled_grid, final_grid
-from mriad.io import Volume
+from mriad.infra.io import Volume
 
 
 def _oblique_free_affine(codes: str, spacing: tuple[float, float, float], origin=(10.0, -20.0, 5.0)) -> np.ndarray:
@@ -147,7 +147,7 @@ def test_qc_picture_is_written(tmp_path) -> None:
 
 
 def test_unknown_methods_are_refused() -> None:
-    from mriad.errors import MriadError
+    from mriad.infra.errors import MriadError
     from mriad.preprocess.subject import Options
 
     with pytest.raises(MriadError, match="--skull-strip bet"):
@@ -160,7 +160,7 @@ def test_deepbet_missing_gives_a_clear_error() -> None:
     try:
         import deepbet  # noqa: F401
     except ImportError:
-        from mriad.errors import MriadError
+        from mriad.infra.errors import MriadError
         from mriad.preprocess.skullstrip import deepbet_mask
 
         with pytest.raises(MriadError, match=r"mriad\[deepbet\]"):

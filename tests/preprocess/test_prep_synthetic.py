@@ -11,7 +11,7 @@ import pytest
 from preprocess_helpers import carried_truth, dice
 
 from mriad.atlas import final_grid
-from mriad.io import read_nifti
+from mriad.infra.io import read_nifti
 
 pytestmark = pytest.mark.slow
 
@@ -72,7 +72,7 @@ def test_brain_and_lesion_masks_match_the_ground_truth(synth_out, synth_raw) -> 
 
 
 def test_manifest_lists_all_data_sets_with_labels_and_demographics(synth_out, synth_raw) -> None:
-    from mriad.manifest import read_manifest
+    from mriad.contracts.manifest import read_manifest
 
     out, _ = synth_out
     frame = read_manifest(out / "manifest.csv")

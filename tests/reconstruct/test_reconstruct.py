@@ -16,7 +16,7 @@ import pytest
 import torch
 from torch import nn
 
-from mriad.io import read_nifti
+from mriad.infra.io import read_nifti
 from mriad.models.patches import box_masks, boxes_with_brain, chunk_size, grid_boxes
 from mriad.models.registry import build_model
 
@@ -172,7 +172,7 @@ def test_cli_refuses_unknown_inference_settings(tmp_path: Path, cli) -> None:
 
 
 def test_models_without_inference_settings_refuse_them(tmp_path: Path) -> None:
-    from mriad.errors import MriadError
+    from mriad.infra.errors import MriadError
     from mriad.reconstruct import reconstruct
 
     manifest = _tiny_dataset(tmp_path / "data")

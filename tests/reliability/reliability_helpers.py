@@ -26,7 +26,7 @@ import pandas as pd
 ROOT = Path(__file__).resolve().parents[2]
 SIZE, DEPTH = 32, 8
 AFFINE = np.diag([2.0, 2.0, 2.0, 1.0])
-TEMPORARY = re.compile(r"^\..*\.tmp")  # what mriad.io.atomic_path names a file while it is written
+TEMPORARY = re.compile(r"^\..*\.tmp")  # what mriad.infra.io.atomic_path names a file while it is written
 
 # A pDDPM small enough that a CPU step takes milliseconds (32x32 slices, 16x16 boxes -> 4 boxes).
 TINY_PDDPM = {
@@ -62,8 +62,8 @@ def _volume(rng: np.random.Generator, lesion: bool) -> tuple[np.ndarray, np.ndar
 
 def write_tiny_dataset(root: Path, brats_test: int = 6) -> Path:
     """32x32x8 volumes: 8 IXI trainval (folds 0-3), 2 IXI test, 2 BraTS val, ``brats_test`` BraTS test."""
-    from mriad.io import write_nifti
-    from mriad.manifest import write_manifest
+    from mriad.contracts.manifest import write_manifest
+    from mriad.infra.io import write_nifti
 
     rng = np.random.default_rng(0)
     plan = [("ixi", "trainval", i % 4, 0) for i in range(8)] + [("ixi", "test", "", 0)] * 2
@@ -206,7 +206,7 @@ def assert_whole_files(folder: Path) -> list[Path]:
 
     import nibabel as nib
 
-    from mriad.io import safe_torch_load
+    from mriad.infra.io import safe_torch_load
 
     leftovers = []
     for path in sorted(Path(folder).rglob("*")):

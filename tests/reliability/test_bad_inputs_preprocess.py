@@ -280,7 +280,7 @@ def test_refused_case(name: str, batch) -> None:
 
 @pytest.mark.parametrize("name", [n for n, c in CASES.items() if c.accepted])
 def test_accepted_case(name: str, batch) -> None:
-    from mriad.io import read_nifti
+    from mriad.infra.io import read_nifti
 
     result, out, _ = batch
     manifest = pd.read_csv(out / "manifest.csv", dtype=str, keep_default_na=False).set_index("subject_id")

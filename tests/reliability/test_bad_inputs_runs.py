@@ -20,8 +20,8 @@ import pytest
 import torch
 from reliability_helpers import TINY_SETS, assert_one_line_error, files_under
 
-from mriad.io import write_nifti
-from mriad.manifest import read_manifest
+from mriad.contracts.manifest import read_manifest
+from mriad.infra.io import write_nifti
 
 TRAIN = ("--device", "cpu", "--hide-progress", "train", "--model", "pddpm", "--epochs", "1", *TINY_SETS)
 

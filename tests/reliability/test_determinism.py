@@ -14,7 +14,7 @@ import pytest
 import torch
 from reliability_helpers import TINY_SETS, snapshot, tiny_fit
 
-from mriad.io import safe_torch_load
+from mriad.infra.io import safe_torch_load
 
 
 def _weights(run: Path, name: str = "last.pt") -> dict[str, torch.Tensor]:

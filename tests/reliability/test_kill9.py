@@ -36,8 +36,8 @@ from reliability_helpers import (
     timed_run,
 )
 
-from mriad.io import safe_torch_load
-from mriad.locking import LOCK_NAME
+from mriad.infra.io import safe_torch_load
+from mriad.infra.locking import LOCK_NAME
 
 ATTEMPTS = 3
 

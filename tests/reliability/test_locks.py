@@ -19,11 +19,11 @@ from pathlib import Path
 import pytest
 from reliability_helpers import TINY_SETS, assert_one_line_error, files_under, mriad_command, mriad_env
 
-from mriad.locking import LOCK_NAME
+from mriad.infra.locking import LOCK_NAME
 
 HOLD = (
     "import os, sys, time\n"
-    "from mriad.locking import folder_lock\n"
+    "from mriad.infra.locking import folder_lock\n"
     "with folder_lock(sys.argv[1], 'test holder'):\n"
     "    print('locked', flush=True)\n"
     "    if sys.argv[2] == 'die':\n"
@@ -173,8 +173,8 @@ def test_two_real_train_processes_on_one_run_folder(cli, tiny_data: Path, tmp_pa
 RACE = (
     "import sys, time\n"
     "from pathlib import Path\n"
-    "from mriad.errors import LockError\n"
-    "from mriad.locking import folder_lock\n"
+    "from mriad.infra.errors import LockError\n"
+    "from mriad.infra.locking import folder_lock\n"
     "go = Path(sys.argv[2])\n"
     "print('ready', flush=True)\n"
     "while not go.exists():\n"
@@ -210,7 +210,7 @@ def test_racing_for_a_stale_lock_lets_exactly_one_through(tmp_path: Path) -> Non
 def test_a_dead_lock_whose_pid_was_reused_is_still_taken_over(tmp_path: Path) -> None:
     """After a crash the dead holder's pid may belong to an unrelated live process (pids are reused).
     Liveness comes from the lock's flock, which died with its holder, so the lock is still free."""
-    from mriad.locking import folder_lock
+    from mriad.infra.locking import folder_lock
 
     unrelated = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
     try:

@@ -31,7 +31,7 @@ def test_tiny_run_writes_a_run_folder(cli, tiny_manifest: Path, tmp_path: Path) 
     options = json.loads((out / "config.json").read_text())["options"]
     assert options["base_channels"] == 8 and options["channel_mult"] == [1, 2] and options["frequency"] == 16.0
     # the workspace remembers the run for later stages
-    from mriad.workspace import latest_run
+    from mriad.infra.workspace import latest_run
 
     assert latest_run() == out.resolve()
     # running again without --resume is refused; with --resume the finished run is left as it is

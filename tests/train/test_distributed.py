@@ -29,7 +29,7 @@ def _worker(rank: int, world: int, port: int, manifest: str, out: str, dump: str
         }
     )
     torch.set_num_threads(1)
-    from mriad.console import settings
+    from mriad.infra.console import settings
     from mriad.train import fit
 
     settings.quiet = True

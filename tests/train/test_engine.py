@@ -13,7 +13,7 @@ import torch
 from tinydata import TINY_PDDPM
 from torch import nn
 
-from mriad.errors import MriadError
+from mriad.infra.errors import MriadError
 from mriad.models.base import AnomalyModel
 from mriad.models.registry import load_run_model
 from mriad.train import fit, train

@@ -11,8 +11,8 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from mriad.io import write_nifti
-from mriad.manifest import write_manifest
+from mriad.contracts.manifest import write_manifest
+from mriad.infra.io import write_nifti
 
 SIZE, DEPTH = 32, 8
 

@@ -6,7 +6,7 @@ import importlib
 from pathlib import Path
 from types import ModuleType
 
-from mriad.errors import MriadError
+from mriad.infra.errors import MriadError
 from mriad.preprocess.datasets.base import DatasetDefaults, Discovery, Problem, Subject
 
 __all__ = ["ADAPTERS", "DatasetDefaults", "Discovery", "Problem", "Subject", "adapter", "dataset_name", "discover"]

@@ -73,7 +73,7 @@ def subfolders(folder: Path) -> list[Path]:
 
 
 def check_modality(modality: str, supported: Iterable[str], dataset: str) -> str:
-    from mriad.errors import MriadError
+    from mriad.infra.errors import MriadError
 
     modality = modality.lower()
     supported = tuple(supported)

@@ -7,7 +7,7 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
-from mriad.errors import InputError
+from mriad.infra.errors import InputError
 from mriad.preprocess.datasets.base import (
     DatasetDefaults,
     Discovery,

@@ -9,8 +9,8 @@ import json
 import os
 from pathlib import Path
 
-from mriad.errors import MriadError
-from mriad.io import atomic_write_json
+from mriad.infra.errors import MriadError
+from mriad.infra.io import atomic_write_json
 
 SETTINGS_FILE = ".mriad.json"
 

@@ -8,7 +8,7 @@ lock look alive. The file's JSON content (pid, host, purpose, since) is only for
 file system has no flock, the pid is checked instead (alive on this host = held).
 
 Whoever takes the lock also sweeps the folder of temporary files a killed writer left behind (they
-never carry a final name, see :func:`mriad.io.atomic_path`), and a folder the lock itself created is
+never carry a final name, see :func:`mriad.infra.io.atomic_path`), and a folder the lock itself created is
 removed again when the block ends with nothing written into it, so a stage that fails before writing
 anything leaves no empty output folder behind.
 """
@@ -24,8 +24,8 @@ import time
 from collections.abc import Iterator
 from pathlib import Path
 
-from mriad.errors import LockError
-from mriad.io import remove_temporaries
+from mriad.infra.errors import LockError
+from mriad.infra.io import remove_temporaries
 
 LOCK_NAME = ".mriad.lock"
 _ATTEMPTS = 20

@@ -13,8 +13,8 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from mriad.errors import ManifestError
-from mriad.manifest import read_manifest, validate_manifest, write_manifest
+from mriad.contracts.manifest import read_manifest, validate_manifest, write_manifest
+from mriad.infra.errors import ManifestError
 
 
 @dataclass

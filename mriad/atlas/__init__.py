@@ -15,8 +15,8 @@ from pathlib import Path
 
 import numpy as np
 
-from mriad.errors import MriadError
-from mriad.io import Volume
+from mriad.infra.errors import MriadError
+from mriad.infra.io import Volume
 
 ATLAS_NAME = "sri24"
 FILES = {
@@ -46,7 +46,7 @@ def atlas_root() -> Path:
     env = os.environ.get("MRIAD_ATLAS_DIR")
     if env:
         return Path(env)
-    return Path(__file__).resolve().parent.parent / "atlases"
+    return Path(__file__).resolve().parents[2] / "atlases"
 
 
 def atlas_dir() -> Path:

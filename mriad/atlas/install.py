@@ -24,7 +24,7 @@ from pathlib import Path
 
 import numpy as np
 
-from mriad.errors import MriadError
+from mriad.infra.errors import MriadError
 
 SRI24_URL = "https://www.nitrc.org/frs/download.php/4502/sri24_anatomy_nifti.zip"
 DOWNLOAD_TIMEOUT_S = 20
@@ -183,7 +183,7 @@ def install_sri24(name: str = "sri24", archive: Path | None = None) -> dict[str,
     Raises :class:`MriadError` (one line, naming the archive) when nothing usable is found.
     """
     from mriad.atlas import ATLAS_NAME, atlas_root, sha256
-    from mriad.io import atomic_write_text, write_nifti
+    from mriad.infra.io import atomic_write_text, write_nifti
 
     if name != ATLAS_NAME:
         raise MriadError(f"unknown atlas {name!r}: only {ATLAS_NAME} can be installed")

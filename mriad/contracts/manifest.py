@@ -16,8 +16,8 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from mriad.errors import ManifestError
-from mriad.io import atomic_write_csv
+from mriad.infra.errors import ManifestError
+from mriad.infra.io import atomic_write_csv
 
 COLUMNS = ["subject_id", "dataset", "split", "fold", "label", "image", "mask", "seg", "age", "sex", "source"]
 REQUIRED = ["subject_id", "dataset", "split", "label", "image"]

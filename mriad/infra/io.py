@@ -19,7 +19,7 @@ from typing import Any
 
 import numpy as np
 
-from mriad.errors import InputError
+from mriad.infra.errors import InputError
 
 # sform and qform may legitimately differ by float rounding; beyond this they describe different spaces.
 _AFFINE_TOLERANCE_MM = 1e-3
@@ -67,7 +67,7 @@ def atomic_path(path: str | Path, suffix: str | None = None) -> Iterator[Path]:
 def remove_temporaries(folder: str | Path) -> int:
     """Delete the ``.<name>.XXXX.tmp<suffix>`` files that :func:`atomic_path` writers killed mid-write left.
 
-    Call only while holding the folder (see :func:`mriad.locking.folder_lock`): a live writer's
+    Call only while holding the folder (see :func:`mriad.infra.locking.folder_lock`): a live writer's
     temporary file looks the same. Not recursive. Returns how many were removed.
     """
     removed = 0

@@ -6,7 +6,7 @@ import json
 from pathlib import Path
 from typing import Any
 
-from mriad.errors import InputError
+from mriad.infra.errors import InputError
 
 
 def read_run_config(run: str | Path) -> dict[str, Any]:
@@ -36,7 +36,7 @@ def resolve_manifest(run: str | Path, config: dict[str, Any], data: str | Path |
         return Path(data)
     recorded = config.get("data")
     if not recorded:
-        from mriad.workspace import default_manifest
+        from mriad.infra.workspace import default_manifest
 
         return default_manifest()
     path = Path(recorded)

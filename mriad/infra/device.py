@@ -9,7 +9,7 @@ def resolve_device(name: str = "auto") -> Any:
     """``auto`` -> cuda when available, else cpu; ``cuda:N`` is checked to exist."""
     import torch
 
-    from mriad.errors import MriadError
+    from mriad.infra.errors import MriadError
 
     name = (name or "auto").lower()
     if name == "auto":

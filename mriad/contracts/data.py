@@ -13,9 +13,9 @@ import numpy as np
 import pandas as pd
 import torch
 
-from mriad.errors import InputError
-from mriad.io import Volume, check_labels, check_same_grid, read_nifti
-from mriad.manifest import blank
+from mriad.contracts.manifest import blank
+from mriad.infra.errors import InputError
+from mriad.infra.io import Volume, check_labels, check_same_grid, read_nifti
 
 
 def volume_to_slices(volume: torch.Tensor) -> torch.Tensor:
