@@ -12,7 +12,7 @@ import os
 import re
 from pathlib import Path
 
-from mriad.infra.errors import InputError
+from mriad.infra.errors import InputError, MriadError
 
 # Letters, digits, '.', '_', '-', '+'; starts with a letter or digit (so never '.', '..' or a dot-file).
 IDENTIFIER = re.compile(r"[A-Za-z0-9][A-Za-z0-9._+-]{0,199}")
@@ -26,11 +26,11 @@ def check_identifier(value: object, what: str, source: str | os.PathLike[str] = 
     """``value`` as a string if it is a safe identifier, else an :class:`InputError` naming ``source``."""
     text = str(value)
     if not is_identifier(text):
-        where = f"{source}: " if str(source) else ""
-        raise InputError(
-            f"{where}{what} {text!r} cannot be used in a file name: use letters, digits, '.', '_', '-' or '+', "
+        reason = (
+            f"{what} {text!r} cannot be used in a file name: use letters, digits, '.', '_', '-' or '+', "
             "starting with a letter or digit"
         )
+        raise InputError(source, reason) if str(source) else MriadError(reason)
     return text
 
 
