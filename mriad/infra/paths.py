@@ -12,7 +12,7 @@ import os
 import re
 from pathlib import Path
 
-from mriad.infra.errors import InputError, MriadError
+from mriad.infra.errors import InputError, MriadError, MriadError
 
 # Letters, digits, '.', '_', '-', '+'; starts with a letter or digit (so never '.', '..' or a dot-file).
 IDENTIFIER = re.compile(r"[A-Za-z0-9][A-Za-z0-9._+-]{0,199}")
@@ -23,7 +23,7 @@ def is_identifier(value: object) -> bool:
 
 
 def check_identifier(value: object, what: str, source: str | os.PathLike[str] = "") -> str:
-    """``value`` as a string if it is a safe identifier, else an :class:`InputError` naming ``source``."""
+    """``value`` as a string if it is a safe identifier, else a one-line error naming ``source``."""
     text = str(value)
     if not is_identifier(text):
         reason = (
@@ -41,5 +41,5 @@ def child(folder: str | os.PathLike[str], *parts: str) -> Path:
     root = os.path.realpath(base)
     target = os.path.realpath(path)
     if os.path.commonpath([root, target]) != root or any(Path(p).is_absolute() for p in parts):
-        raise InputError(f"{path}: refusing to write outside {base}")
+        raise InputError(path, f"refusing a path outside {base}")
     return path
