@@ -30,7 +30,7 @@ def check_identifier(value: object, what: str, source: str | os.PathLike[str] = 
             f"{what} {text!r} cannot be used in a file name: use letters, digits, '.', '_', '-' or '+', "
             "starting with a letter or digit"
         )
-        raise InputError(source, reason) if str(source) else MriadError(reason)
+        raise InputError(os.fspath(source), reason) if str(source) else MriadError(reason)
     return text
 
 
