@@ -30,7 +30,9 @@ bench: install
 	bash bench/run_all.sh
 
 lint: install
-	$(BIN)/ruff check mriad tests bench
+	$(BIN)/ruff check mriad tests bench examples
+	$(BIN)/ruff format --check mriad tests bench examples
+	$(BIN)/mypy mriad
 
 clean:
 	rm -rf $(VENV) .pytest_cache
