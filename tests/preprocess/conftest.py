@@ -9,7 +9,7 @@ import pytest
 
 
 def _synth(tmp_path_factory: pytest.TempPathFactory, layout: str, healthy: int, lesions: int, seed: int) -> Path:
-    synth = pytest.importorskip("mriad.synth", reason="mriad.synth (synthetic raw scans) not available")
+    from mriad import synth
     root = tmp_path_factory.mktemp(f"synth_{layout}")
     synth.synthesize(root, healthy, lesions, layout=layout, seed=seed)
     return root

@@ -36,8 +36,6 @@ import pandas as pd
 import pytest
 from reliability_helpers import assert_one_line_error, files_under
 
-pytest.importorskip("mriad.preprocess.pipeline", reason="the preprocess stage has not landed")
-
 GOOD = "good"
 
 

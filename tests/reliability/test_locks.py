@@ -115,15 +115,9 @@ def raw_case(raw_brats: Path, tmp_path: Path) -> Path:
     return tmp_path / "raw"
 
 
-def _needs_preprocess(name: str) -> None:
-    if name == "preprocess":
-        pytest.importorskip("mriad.preprocess.pipeline", reason="the preprocess stage has not landed")
-
-
 @pytest.mark.parametrize("name", list(STAGES))
 def test_a_live_holder_refuses_the_second_writer(name: str, cli, run_copy, data_copy: Path, tmp_path: Path,
                                                  hold, request: pytest.FixtureRequest) -> None:
-    _needs_preprocess(name)
     source = request.getfixturevalue("raw_case") if name == "preprocess" else None
     folder, args = STAGES[name](run_copy, data_copy, tmp_path, source)
     before = files_under(folder)
@@ -139,7 +133,6 @@ def test_a_live_holder_refuses_the_second_writer(name: str, cli, run_copy, data_
 @pytest.mark.parametrize("name", list(STAGES))
 def test_a_dead_holders_lock_is_taken_over(name: str, cli, run_copy, data_copy: Path, tmp_path: Path,
                                            request: pytest.FixtureRequest) -> None:
-    _needs_preprocess(name)
     source = request.getfixturevalue("raw_case") if name == "preprocess" else None
     folder, args = STAGES[name](run_copy, data_copy, tmp_path, source)
     lock = _dead_lock(folder)
