@@ -121,7 +121,7 @@ def train_command(
     """
     from mriad.infra.device import resolve_device
     from mriad.infra.workspace import default_manifest, remember_run, runs_dir
-    from mriad.train import train
+    from mriad.train import TrainSpec, train
 
     main_rank = int(os.environ.get("RANK", "0")) == 0
     if not main_rank:
@@ -163,22 +163,21 @@ def train_command(
         info(f"{model} options: {chosen}; the rest at the model's defaults (`mriad train --model {model} --help`)")
     else:
         using_default(f"{model} options", "the model's published defaults")
-    device = resolve_device(settings.device)
-    run = train(
-        model,
+    spec = TrainSpec(
+        model=model,
         data=data,
-        fold=fold,
         out=out,
+        fold=fold,
+        dataset=dataset,
         options=options,
-        device=device,
         seed=settings.seed,
         resume=resume,
         force=force,
         compile=compile_model,
-        dataset=dataset,
         max_steps=max_steps,
         deterministic=deterministic,
     )
+    run = train(spec, device=resolve_device(settings.device))
     if main_rank:
         remember_run(run)
         info(f"run folder: {run}")

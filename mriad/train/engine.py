@@ -23,102 +23,54 @@ from typing import Any
 
 import torch
 
+from mriad.contracts.run_folder import RunFolder, check_out_folder, read_metrics, write_config
 from mriad.infra.console import info, warn
 from mriad.infra.errors import ManifestError, MriadError
 from mriad.infra.io import remove_temporaries, safe_torch_load
 from mriad.models.registry import get_model_class
 from mriad.train import distributed
 from mriad.train.loop import FitResult, TrainingLoop
-from mriad.train.run_folder import (
-    RunFolder,
-    check_out_folder,
-    read_metrics,
-    write_config,
-)
 from mriad.train.sampler import DeviceSlices
+from mriad.train.spec import TrainSpec
 
 # Options that may change when a run is resumed (they do not change what was trained so far).
 _RESUMABLE_CHANGES = {"epochs", "val_every"}
 
 
-def train(
-    model: str,
-    *,
-    data: Path,
-    fold: int = 0,
-    out: Path,
-    options: dict[str, Any],
-    device: Any = "auto",
-    seed: int = 0,
-    resume: bool = False,
-    compile: bool = False,
-    dataset: str = "ixi",
-    max_steps: int | None = None,
-    deterministic: bool = False,
-    force: bool = False,
-) -> Path:
-    """Train ``model`` on ``<dataset>-train`` of ``fold``; returns the run folder ``out``.
+def train(spec: TrainSpec | str, /, *, device: str | torch.device = "auto", **settings: Any) -> Path:
+    """Train ``spec.model`` on ``<dataset>-train`` of ``spec.fold``; returns the run folder ``spec.out``.
 
-    ``options`` override the model's defaults (None values are ignored). ``max_steps`` stops after
-    that many optimisation steps in total (a resumable interruption). ``force`` starts an existing run
-    over. Under torchrun (WORLD_SIZE > 1) this runs data-parallel; only rank 0 writes.
+    ``spec`` is a :class:`TrainSpec`, or a model name with the spec's fields as keywords
+    (``train("pddpm", data=..., out=..., options={...})``). Under torchrun (WORLD_SIZE > 1) this runs
+    data-parallel; only rank 0 writes.
     """
-    return fit(
-        model,
-        data=data,
-        fold=fold,
-        out=out,
-        options=options,
-        device=device,
-        seed=seed,
-        resume=resume,
-        compile=compile,
-        dataset=dataset,
-        max_steps=max_steps,
-        deterministic=deterministic,
-        force=force,
-    ).out
+    return fit(spec, device=device, **settings).out
 
 
-def fit(model: str, *, device: Any = "auto", **kwargs: Any) -> FitResult:
+def fit(spec: TrainSpec | str, /, *, device: str | torch.device = "auto", **settings: Any) -> FitResult:
     """:func:`train`, returning the trained model and counters as well (for tests and notebooks)."""
     from mriad.infra.device import resolve_device
 
+    spec = TrainSpec.of(spec, **settings)
     env = distributed.detect()
     target = resolve_device(device) if isinstance(device, str) else torch.device(device)
     target = distributed.setup(env, target)
     try:
-        return _Trainer(model, device=target, env=env, **kwargs).run()
+        return _Trainer(spec, device=target, env=env).run()
     finally:
         distributed.teardown(env)
 
 
 class _Trainer:
-    def __init__(
-        self,
-        model_name: str,
-        *,
-        data: Path,
-        fold: int = 0,
-        out: Path,
-        options: dict[str, Any],
-        device: torch.device,
-        env: distributed.DistEnv,
-        seed: int = 0,
-        resume: bool = False,
-        compile: bool = False,
-        dataset: str = "ixi",
-        max_steps: int | None = None,
-        deterministic: bool = False,
-        force: bool = False,
-    ):
-        self.name, self.cls = model_name, get_model_class(model_name)
-        self.data, self.fold, self.dataset = Path(data), int(fold), dataset
-        self.run_folder = RunFolder(Path(out))
-        self.user_options = {k: v for k, v in (options or {}).items() if v is not None}
-        self.device, self.env, self.seed = device, env, int(seed)
-        self.resume, self.force, self.compile = resume, force, compile
-        self.max_steps, self.deterministic = max_steps, deterministic
+    def __init__(self, spec: TrainSpec, *, device: torch.device, env: distributed.DistEnv):
+        self.spec = spec
+        self.name, self.cls = spec.model, get_model_class(spec.model)
+        self.data, self.fold, self.dataset = spec.data, spec.fold, spec.dataset
+        self.run_folder = RunFolder(spec.out)
+        self.user_options = dict(spec.options)
+        self.device, self.env, self.seed = device, env, spec.seed
+        self.resume, self.force, self.compile = spec.resume, spec.force, spec.compile
+        self.max_steps, self.deterministic = spec.max_steps, spec.deterministic
 
     # ---- setup ---------------------------------------------------------------------------------
     def run(self) -> FitResult:

@@ -13,11 +13,11 @@ from typing import TYPE_CHECKING, Any
 
 import torch
 
+from mriad.contracts.run_folder import save_checkpoint, write_metrics
 from mriad.infra.console import ProgressLine, info, warn
 from mriad.infra.errors import MriadError
 from mriad.models.base import AnomalyModel
 from mriad.train import distributed
-from mriad.train.run_folder import save_checkpoint, write_metrics
 from mriad.train.sampler import DeviceSlices
 
 if TYPE_CHECKING:
