@@ -13,7 +13,7 @@ import pytest
 
 from mriad.infra.errors import MriadError
 
-SHIPPED = Path(__file__).resolve().parents[1] / "atlases" / "sri24"
+SHIPPED = Path(__file__).resolve().parents[2] / "atlases" / "sri24"
 
 
 def test_atlas_check_passes(cli) -> None:
