@@ -1,32 +1,217 @@
-"""Reading a run folder as `mriad train` leaves it (see docs/CONTRACTS.md): one reader for every stage."""
+"""The run folder ``runs/<name>/``: the one module that knows its layout (docs/CONTRACTS.md).
+
+``train`` writes ``config.json``, ``metrics.csv`` and ``checkpoints/{last,best}.pt``; ``reconstruct``
+writes ``recon/<split>/<subject>_{rec,score}.nii.gz`` and, after both maps, ``<subject>.json``, the
+record of what made them; ``evaluate`` writes ``eval/<split>/{per_subject.csv,summary.json,figures/}``;
+``report`` writes ``report.html``. Every other module asks :class:`RunFolder` for these paths, and every
+split or subject name that becomes part of one is checked (:mod:`mriad.infra.paths`), so a name read
+from a manifest can never address a file outside the folder.
+
+Everything is written atomically, and an existing run is never silently overwritten: continuing it
+needs ``--resume``, replacing it ``--force``.
+"""
 
 from __future__ import annotations
 
+import csv
+import datetime as _dt
 import json
+import platform
+import shutil
+import subprocess
 from pathlib import Path
 from typing import Any
 
-from mriad.infra.errors import InputError
+from mriad.infra.digests import file_sha256, text_sha256
+from mriad.infra.errors import InputError, MriadError
+from mriad.infra.io import atomic_torch_save, atomic_write_json, atomic_write_text, safe_torch_load
+from mriad.infra.locking import LOCK_NAME
+from mriad.infra.paths import check_identifier, child
+
+CONFIG = "config.json"
+METRICS = "metrics.csv"
+CHECKPOINTS = "checkpoints"
+CHECKPOINT_NAMES = ("last", "best")
+RECON = "recon"
+EVAL = "eval"
+REPORT = "report.html"
+PER_SUBJECT = "per_subject.csv"
+SUMMARY = "summary.json"
+FIGURES = "figures"
+FAILURES = "failures.csv"
+REC_SUFFIX = "_rec.nii.gz"
+SCORE_SUFFIX = "_score.nii.gz"
+RECORD_SUFFIX = ".json"
+
+METRIC_COLUMNS = ["epoch", "step", "train_loss", "val_loss", "seconds"]
+# What --force removes: the run's own files and everything derived from the old weights.
+_RUN_FILES = (CONFIG, METRICS)
+_RUN_DIRS = (CHECKPOINTS, RECON, EVAL)
+
+LAYOUT = (
+    f"{CONFIG}, {METRICS}, {CHECKPOINTS}/{{last,best}}.pt, {RECON}/<split>/<subject>{{_rec,_score}}.nii.gz, "
+    f"{EVAL}/<split>/{{{PER_SUBJECT},{SUMMARY},{FIGURES}/}}"
+)
+
+
+class RunFolder:
+    """Paths of one run folder. Split and subject names are checked before they become paths."""
+
+    def __init__(self, root: str | Path):
+        self.root = Path(root)
+
+    def __repr__(self) -> str:
+        return f"RunFolder({str(self.root)!r})"
+
+    # ---- what train writes -------------------------------------------------------------------------
+    @property
+    def config(self) -> Path:
+        return self.root / CONFIG
+
+    @property
+    def metrics(self) -> Path:
+        return self.root / METRICS
+
+    @property
+    def checkpoints(self) -> Path:
+        return self.root / CHECKPOINTS
+
+    def checkpoint(self, which: str) -> Path:
+        """``checkpoints/<which>.pt`` for ``which`` in ``last``, ``best``."""
+        if which not in CHECKPOINT_NAMES:
+            raise MriadError(f"checkpoint {which!r}: expected one of {', '.join(CHECKPOINT_NAMES)}")
+        return self.checkpoints / f"{which}.pt"
+
+    @property
+    def last(self) -> Path:
+        return self.checkpoint("last")
+
+    @property
+    def best(self) -> Path:
+        return self.checkpoint("best")
+
+    def checkpoint_files(self) -> list[Path]:
+        return sorted(self.checkpoints.glob("*.pt")) if self.checkpoints.is_dir() else []
+
+    def model_checkpoint(self, which: str = "best") -> Path | None:
+        """The checkpoint a model is loaded from: ``<which>.pt``, ``best`` falling back to ``last``
+        (a run without validation has no best.pt); None when neither exists."""
+        path = self.checkpoint(which)
+        if not path.is_file() and which == "best":
+            path = self.last
+        return path if path.is_file() else None
+
+    @property
+    def report(self) -> Path:
+        return self.root / REPORT
+
+    @property
+    def lock(self) -> Path:
+        return self.root / LOCK_NAME
+
+    # ---- what reconstruct writes -------------------------------------------------------------------
+    def recon_dir(self, split: str) -> Path:
+        return child(self.root, RECON, check_identifier(split, "split", self.root))
+
+    def recon_files(self, split: str, subject: str) -> tuple[Path, Path]:
+        """A subject's reconstruction and score map."""
+        folder, name = self.recon_dir(split), check_identifier(subject, "subject_id", self.root)
+        return child(folder, name + REC_SUFFIX), child(folder, name + SCORE_SUFFIX)
+
+    def recon_record(self, split: str, subject: str) -> Path:
+        """The record of what made a subject's maps (written after both maps)."""
+        name = check_identifier(subject, "subject_id", self.root)
+        return child(self.recon_dir(split), name + RECORD_SUFFIX)
+
+    def recon_failures(self, split: str) -> Path:
+        return self.recon_dir(split) / FAILURES
+
+    def recon_splits(self) -> list[str]:
+        """Splits with a reconstruction folder, sorted."""
+        folder = self.root / RECON
+        return sorted(p.name for p in folder.iterdir() if p.is_dir()) if folder.is_dir() else []
+
+    def reconstructed_subjects(self, split: str) -> list[str]:
+        """Subjects with a reconstruction on disk (records are not checked: for listing only)."""
+        folder = self.recon_dir(split)
+        names = sorted(p.name for p in folder.glob("*" + REC_SUFFIX)) if folder.is_dir() else []
+        return [name[: -len(REC_SUFFIX)] for name in names]
+
+    # ---- what evaluate writes ----------------------------------------------------------------------
+    def eval_dir(self, split: str) -> Path:
+        return child(self.root, EVAL, check_identifier(split, "split", self.root))
+
+    def per_subject(self, split: str) -> Path:
+        return self.eval_dir(split) / PER_SUBJECT
+
+    def summary(self, split: str) -> Path:
+        return self.eval_dir(split) / SUMMARY
+
+    def figures(self, split: str) -> Path:
+        return self.eval_dir(split) / FIGURES
+
+    def eval_failures(self, split: str) -> Path:
+        return self.eval_dir(split) / FAILURES
+
+    def evaluated_splits(self) -> list[str]:
+        """Splits with a ``summary.json``, sorted."""
+        folder = self.root / EVAL
+        return sorted(p.parent.name for p in folder.glob(f"*/{SUMMARY}")) if folder.is_dir() else []
+
+    # ---- config.json -------------------------------------------------------------------------------
+    def is_run(self) -> bool:
+        return self.config.is_file()
+
+    def read_config(self) -> dict[str, Any]:
+        """``config.json``; a folder without one, or a file that is not a JSON object with a ``model``
+        entry, is refused with one line naming it."""
+        config = self.read_config_if_any()
+        if config is None:
+            raise InputError(self.root, f"not a run folder (no {CONFIG}); create one with `mriad train`")
+        return config
+
+    def read_config_if_any(self) -> dict[str, Any] | None:
+        """:meth:`read_config`, but None when there is no ``config.json`` at all."""
+        path = self.config
+        if not path.is_file():
+            return None
+        try:
+            config = json.loads(path.read_text())
+        except (OSError, UnicodeDecodeError) as exc:
+            raise InputError(path, f"unreadable run config ({type(exc).__name__})") from None
+        except json.JSONDecodeError as exc:
+            raise InputError(path, f"not valid JSON (line {exc.lineno}: {exc.msg})") from None
+        if not isinstance(config, dict):
+            raise InputError(path, "expected a JSON object")
+        if not config.get("model"):
+            raise InputError(path, 'has no "model" entry')
+        return config
+
+    # ---- a training's view -------------------------------------------------------------------------
+    def describe(self) -> str:
+        """ "finished at epoch 1600" / "stopped at epoch 12, step 140" / "without a checkpoint"."""
+        if not self.last.is_file():
+            return "without a checkpoint"
+        state = safe_torch_load(self.last)
+        epochs = int(state.get("config", {}).get("epochs", 0))
+        if int(state.get("epoch", 0)) >= epochs > 0:
+            return f"finished at epoch {state['epoch']}"
+        return f"stopped at epoch {state.get('epoch')}, step {state.get('step')}"
+
+    def clear(self) -> None:
+        for name in _RUN_FILES:
+            (self.root / name).unlink(missing_ok=True)
+        for name in _RUN_DIRS:
+            shutil.rmtree(self.root / name, ignore_errors=True)
+
+
+def is_run_folder(path: str | Path) -> bool:
+    return RunFolder(path).is_run()
 
 
 def read_run_config(run: str | Path) -> dict[str, Any]:
-    """The run's ``config.json``; a folder without one, or a file that is not a JSON object with a
-    ``model`` entry, is refused with one line naming it."""
-    run = Path(run)
-    path = run / "config.json"
-    if not path.is_file():
-        raise InputError(run, "not a run folder (no config.json); create one with `mriad train`")
-    try:
-        config = json.loads(path.read_text())
-    except (OSError, UnicodeDecodeError) as exc:
-        raise InputError(path, f"unreadable run config ({type(exc).__name__})") from None
-    except json.JSONDecodeError as exc:
-        raise InputError(path, f"not valid JSON (line {exc.lineno}: {exc.msg})") from None
-    if not isinstance(config, dict):
-        raise InputError(path, "expected a JSON object")
-    if not config.get("model"):
-        raise InputError(path, 'has no "model" entry')
-    return config
+    """The run's ``config.json`` (see :meth:`RunFolder.read_config`)."""
+    return RunFolder(run).read_config()
 
 
 def resolve_manifest(run: str | Path, config: dict[str, Any], data: str | Path | None) -> Path:
@@ -43,3 +228,231 @@ def resolve_manifest(run: str | Path, config: dict[str, Any], data: str | Path |
     if not path.is_absolute() and not path.is_file() and (Path(run) / path).is_file():
         path = Path(run) / path
     return path
+
+
+def check_out_folder(run: RunFolder, model: str, *, resume: bool, force: bool) -> dict[str, Any] | None:
+    """Decide what may happen to ``run``; returns the existing config when resuming, else None.
+
+    Refused: a run of another model (always), an existing run without --resume/--force, a non-empty
+    folder that is not a run folder (it may be anything, e.g. data).
+    """
+    if not run.root.exists():
+        return None
+    if not run.root.is_dir():
+        raise MriadError(f"{run.root}: exists and is not a folder; choose another --out")
+    config = run.read_config_if_any()
+    if config is None:
+        others = [p.name for p in run.root.iterdir() if p.name != LOCK_NAME]
+        if others:
+            raise MriadError(f"{run.root}: not empty and not a run folder (no {CONFIG}); choose another --out")
+        return None
+    if config.get("model") != model:
+        raise MriadError(
+            f"{run.root}: holds a run of model {config.get('model')!r}, not {model!r}; choose another --out"
+        )
+    if force:
+        run.clear()
+        return None
+    if resume:
+        return config
+    raise MriadError(
+        f"{run.root}: already holds a {model} run ({run.describe()}); pass --resume to continue it, "
+        "--force to start over, or choose another --out"
+    )
+
+
+def git_commit() -> str | None:
+    """The commit of mriad's source tree, if it is a git checkout (best effort, never fails)."""
+    source = Path(__file__).resolve().parents[2]
+    try:
+        result = subprocess.run(
+            ["git", "rev-parse", "HEAD"], cwd=source, capture_output=True, text=True, timeout=5, check=False
+        )
+    except (OSError, subprocess.SubprocessError):
+        return None
+    commit = result.stdout.strip()
+    return commit if result.returncode == 0 and len(commit) == 40 else None
+
+
+def versions() -> dict[str, str]:
+    """Versions of what computes a run's numbers (recorded in config.json and summary.json)."""
+    import numpy
+    import scipy
+    import torch
+
+    from mriad import __version__
+
+    return {
+        "mriad": __version__,
+        "torch": torch.__version__,
+        "numpy": numpy.__version__,
+        "scipy": scipy.__version__,
+        "python": platform.python_version(),
+    }
+
+
+def write_config(
+    run: RunFolder,
+    *,
+    model: str,
+    fold: int,
+    data: Path,
+    options: dict[str, Any],
+    seed: int,
+    dataset: str,
+    created: str | None = None,
+    extra: dict[str, Any] | None = None,
+) -> dict[str, Any]:
+    config = {
+        "model": model,
+        "fold": fold,
+        "data": str(Path(data).resolve()),
+        "options": options,
+        "versions": versions(),
+        "git_commit": git_commit(),
+        "created": created or _dt.datetime.now(_dt.UTC).isoformat(timespec="seconds"),
+        "seed": seed,
+        "dataset": dataset,
+        **(extra or {}),
+    }
+    atomic_write_json(run.config, config)
+    return config
+
+
+def read_metrics(run: RunFolder) -> list[dict[str, str]]:
+    if not run.metrics.is_file():
+        return []
+    with open(run.metrics, newline="") as handle:
+        return list(csv.DictReader(handle))
+
+
+def write_metrics(run: RunFolder, rows: list[dict[str, Any]]) -> None:
+    lines = [",".join(METRIC_COLUMNS)]
+    for row in rows:
+        lines.append(",".join(_cell(row.get(column)) for column in METRIC_COLUMNS))
+    atomic_write_text(run.metrics, "\n".join(lines) + "\n")
+
+
+def _cell(value: Any) -> str:
+    if value is None or value == "":
+        return ""
+    if isinstance(value, float):
+        return repr(value)  # shortest exact form: resumed and uninterrupted runs compare equal
+    return str(value)
+
+
+def save_checkpoint(path: Path, payload: dict[str, Any]) -> None:
+    atomic_torch_save(path, payload)
+
+
+def model_identity(run: str | Path, which: str = "best") -> dict[str, Any]:
+    """What a map's model is: the digest of the checkpoint it is loaded from, or, for a model that
+    is never trained (Thresh), of the options in ``config.json`` it is built from."""
+    folder = RunFolder(run)
+    path = folder.model_checkpoint(which)
+    if path is not None:
+        return {"which": which, "checkpoint": path.name, "sha256": file_sha256(path)}
+    options = json.dumps(folder.read_config().get("options", {}), sort_keys=True, default=str)
+    return {"which": which, "checkpoint": None, "options_sha256": text_sha256(options)}
+
+
+# ---- provenance of maps: recon/<split>/<subject>.json ----------------------------------------------
+RECORD_VERSION = 1
+# Settings that change a map; a map made with others is redone by `reconstruct`. The batch size and
+# device are recorded too, but only for the reader: `evaluate` fills in missing maps with defaults and
+# must not redo every map of a split that `reconstruct --volumes-per-batch 8` made on a GPU.
+MATCHED_SETTINGS = ("which", "seed", "skip_empty_boxes", "inference")
+
+
+def input_digests(image: str | Path, mask: str | Path | None) -> dict[str, str | None]:
+    """SHA-256 of a subject's scan and brain mask (None when the manifest names no mask)."""
+    return {"image": file_sha256(image), "mask": None if _blank(mask) else file_sha256(str(mask))}
+
+
+def _blank(value: object) -> bool:
+    return value is None or (isinstance(value, float) and value != value) or not str(value).strip()
+
+
+def write_recon_record(
+    run: str | Path,
+    split: str,
+    subject: str,
+    *,
+    inputs: dict[str, str | None],
+    model: dict[str, Any],
+    settings: dict[str, Any],
+) -> Path:
+    """Record what made a subject's maps; call it after both maps are written (a crash in between
+    leaves maps without a record, which are redone)."""
+    folder = RunFolder(run)
+    rec, score = folder.recon_files(split, subject)
+    record = {
+        "version": RECORD_VERSION,
+        "subject_id": subject,
+        "inputs": inputs,
+        "model": model,
+        "settings": settings,
+        "maps": {"rec_bytes": rec.stat().st_size, "score_bytes": score.stat().st_size},
+    }
+    return atomic_write_json(folder.recon_record(split, subject), record)
+
+
+def read_recon_record(run: str | Path, split: str, subject: str) -> dict[str, Any] | None:
+    """The record of a subject's maps, or None when there is none (or it is not a record)."""
+    try:
+        record = json.loads(RunFolder(run).recon_record(split, subject).read_text())
+    except (OSError, ValueError):
+        return None
+    return record if isinstance(record, dict) and record.get("version") == RECORD_VERSION else None
+
+
+def recon_mismatch(
+    run: str | Path,
+    split: str,
+    subject: str,
+    inputs: dict[str, str | None],
+    *,
+    model: dict[str, Any] | None = None,
+    settings: dict[str, Any] | None = None,
+) -> str | None:
+    """Why a subject's maps cannot be used for ``inputs`` (a few words), or None when they can.
+
+    ``model`` is the identity of the model that would make them now; None accepts the checkpoint the
+    record names as long as that file is unchanged. ``settings`` None accepts any settings.
+    """
+    folder = RunFolder(run)
+    rec, score = folder.recon_files(split, subject)
+    if not (rec.is_file() and score.is_file()):
+        return "no maps"
+    record = read_recon_record(run, split, subject)
+    if record is None:
+        return "maps without a record of what made them"
+    maps = record.get("maps") or {}
+    if (maps.get("rec_bytes"), maps.get("score_bytes")) != (rec.stat().st_size, score.stat().st_size):
+        return "maps changed after they were recorded"
+    for key, what in (("image", "the image"), ("mask", "the brain mask")):
+        if (record.get("inputs") or {}).get(key) != inputs.get(key):
+            return f"made from another version of {what}"
+    recorded_model = record.get("model") or {}
+    current = model if model is not None else model_identity(run, str(recorded_model.get("which", "best")))
+    if recorded_model != current:
+        return "made by another checkpoint"
+    if settings is not None:
+        stored = record.get("settings") or {}
+        changed = [key for key in MATCHED_SETTINGS if stored.get(key) != settings.get(key)]
+        if changed:
+            return f"made with other settings ({', '.join(changed)})"
+    return None
+
+
+def evaluation_provenance(run: str | Path, manifest: str | Path, subjects: dict[str, list[str]]) -> dict[str, Any]:
+    """What an evaluation scored: the manifest's digest and the checkpoints recorded for the maps of
+    ``subjects`` (split -> subject IDs; normally one checkpoint)."""
+    checkpoints: list[dict[str, Any]] = []
+    for split, names in subjects.items():
+        for subject in names:
+            record = read_recon_record(run, split, subject)
+            model = record.get("model") if record else None
+            if model and model not in checkpoints:
+                checkpoints.append(model)
+    return {"manifest": {"path": str(manifest), "sha256": file_sha256(manifest)}, "checkpoints": checkpoints}
