@@ -10,8 +10,10 @@ from __future__ import annotations
 import contextlib
 import io
 import json
+import math
 import os
 import tempfile
+import zlib
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -23,6 +25,11 @@ from mriad.infra.errors import InputError
 
 # sform and qform may legitimately differ by float rounding; beyond this they describe different spaces.
 _AFFINE_TOLERANCE_MM = 1e-3
+# The largest image a reader allocates unless told otherwise: 512^3 voxels (512 MiB as float32), far
+# above any brain MRI (1 mm SRI24: 9 M voxels), far below what would wake the OOM killer.
+MAX_VOXELS_ENV = "MRIAD_MAX_VOXELS"
+DEFAULT_MAX_VOXELS = 512**3
+_READ_CHUNK = 1 << 20
 
 
 @dataclass
@@ -204,9 +211,12 @@ def read_nifti(path: str | Path, *, allow_empty: bool = False, dtype: Any = np.f
         raise InputError(path, f"expected a 3D image, got a {kind} image of shape {tuple(img.shape)}")
     if min(shape) < 2:
         raise InputError(path, f"expected a 3D image, got shape {tuple(img.shape)} (a 2D slice?)")
+    _check_voxel_type(img, path)
     try:
-        source = _verified_gzip(img, path) if path.name.lower().endswith(".gz") else img
+        source = _bounded_image(img, path)
         data = np.asarray(source.dataobj, dtype=np.float64 if dtype == np.float64 else np.float32)
+    except InputError:
+        raise
     except Exception as exc:
         raise InputError(path, f"truncated or corrupt image data ({_short(exc)})") from None
     data = data.reshape(shape)
@@ -219,17 +229,104 @@ def read_nifti(path: str | Path, *, allow_empty: bool = False, dtype: Any = np.f
     return Volume(data=data.astype(dtype, copy=False), affine=affine, path=str(path), note=note)
 
 
-def _verified_gzip(img: Any, path: Path) -> Any:
-    """The image re-read from its fully decompressed file, so that gzip's CRC and length are checked.
+def max_voxels() -> int:
+    """The largest image (in voxels) a reader accepts: ``$MRIAD_MAX_VOXELS``, else :data:`DEFAULT_MAX_VOXELS`."""
+    text = os.environ.get(MAX_VOXELS_ENV, "").strip()
+    if not text:
+        return DEFAULT_MAX_VOXELS
+    try:
+        value = int(text)
+    except ValueError:
+        raise InputError(MAX_VOXELS_ENV, f"expected a positive whole number of voxels, got {text!r}") from None
+    if value < 1:
+        raise InputError(MAX_VOXELS_ENV, f"expected a positive whole number of voxels, got {text!r}")
+    return value
 
-    nibabel stops reading a .nii.gz once it has the voxels it needs and never reaches the stream's
-    checksum: flipped bytes in the middle then decode to wrong voxels without any error. Decompressing
-    the whole file in one call costs what nibabel's streamed read costs, and catches them.
+
+def _check_voxel_type(img: Any, path: Path) -> None:
+    """Refuse voxel types that are not one intensity per voxel: casting them would silently drop data."""
+    dtype = img.header.get_data_dtype()
+    if dtype.fields is not None:
+        raise InputError(path, f"voxels are {dtype} (RGB/multi-channel): convert the scan to one intensity per voxel")
+    if dtype.kind == "c":
+        raise InputError(path, f"voxels are complex ({dtype}): convert the scan to magnitude images first")
+    if dtype.kind not in "uif":
+        raise InputError(path, f"voxel type {dtype} is not a number type")
+
+
+def _bounded_image(img: Any, path: Path) -> Any:
+    """The image whose voxels may be read, once the file is known to hold exactly what its header declares.
+
+    The header's size is checked against :func:`max_voxels` and against the file before any voxel is
+    allocated (a 119-byte file may declare 16 GB), a .nii.gz is inflated in a stream that stops one byte
+    past the declared size (a valid image followed by gigabytes of zeros costs nothing), and data after
+    the image is refused. Inflating the whole stream also checks gzip's CRC and length, which nibabel's
+    own reader never reaches: flipped bytes in the middle would otherwise decode to wrong voxels.
     """
-    import gzip
-
-    raw = gzip.decompress(path.read_bytes())
+    voxels = math.prod(int(n) for n in img.shape)
+    limit = max_voxels()
+    if voxels > limit:
+        raise InputError(
+            path, f"the header declares {'x'.join(str(n) for n in img.shape)} = {voxels} voxels, over the limit "
+            f"of {limit} (set {MAX_VOXELS_ENV} to read larger images)"
+        )
+    # The array proxy knows where the voxels start (a loaded header reports offset 0).
+    offset = int(getattr(img.dataobj, "offset", img.header.get_data_offset()))
+    needed = offset + voxels * img.header.get_data_dtype().itemsize
+    name = path.name.lower()
+    if name.endswith(".nii"):
+        size = path.stat().st_size
+        _check_length(path, size, needed, offset)
+        return img
+    if not name.endswith(".nii.gz"):
+        return img  # a .hdr/.img pair and other layouts: nibabel's reader checks those
+    raw = _inflate(path, needed)
+    _check_length(path, len(raw), needed, offset)
     return type(img).from_bytes(raw)
+
+
+def _check_length(path: Path, size: int, needed: int, offset: int) -> None:
+    if size < needed:
+        raise InputError(
+            path, f"truncated or corrupt image data (the header declares {needed - offset} bytes of voxels, "
+            f"the file holds {max(size - offset, 0)})"
+        )
+    if size > needed:
+        raise InputError(path, f"{size - needed} bytes of trailing data after the image its header declares")
+
+
+def _inflate(path: Path, limit: int) -> bytes:
+    """Decompress a gzip file, stopping one byte past ``limit`` (so memory stays bounded by it)."""
+    decompressor = zlib.decompressobj(wbits=31)  # gzip framing, CRC and length checked at the end
+    chunks: list[bytes] = []
+    total = 0
+    with open(path, "rb") as handle:
+        while not decompressor.eof:
+            pending = handle.read(_READ_CHUNK)
+            if not pending:
+                raise InputError(path, "truncated or corrupt image data (the gzip stream ends early)")
+            while pending and not decompressor.eof:
+                try:
+                    out = decompressor.decompress(pending, limit + 1 - total)
+                except zlib.error as exc:
+                    raise InputError(path, f"truncated or corrupt image data ({_zlib_reason(exc)})") from None
+                chunks.append(out)
+                total += len(out)
+                if total > limit:
+                    raise InputError(path, "trailing data after the image its header declares (inflating stopped)")
+                pending = decompressor.unconsumed_tail
+        if decompressor.unused_data.strip(b"\0") or handle.read(_READ_CHUNK).strip(b"\0"):
+            raise InputError(path, "trailing data after the end of the gzip stream")
+    return b"".join(chunks)
+
+
+def _zlib_reason(exc: zlib.error) -> str:
+    text = str(exc)
+    if "incorrect data check" in text:
+        return "CRC check failed"
+    if "incorrect length check" in text:
+        return "gzip length check failed"
+    return text.split(": ", 1)[-1][:160]
 
 
 def _check_scale_factor(img: Any, path: Path) -> None:
