@@ -21,7 +21,9 @@ from mriad.infra.io import atomic_write_json, remove_temporaries
 DONE = "done.json"
 MARKER_VERSION = 1
 # Everything a finished subject folder may hold; a failed subject's are removed again.
-OUTPUTS = ("image.nii.gz", "mask.nii.gz", "seg.nii.gz", "qc.png", "timings.json", DONE)
+OUTPUTS = (
+    "image.nii.gz", "mask.nii.gz", "seg.nii.gz", "qc.png", "timings.json", "transform.json", "transform.mat", DONE,
+)
 
 
 def file_digest(path: Path) -> dict[str, Any]:

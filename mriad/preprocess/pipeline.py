@@ -22,7 +22,8 @@ from mriad.infra.errors import InputError, MriadError
 from mriad.infra.io import Volume, atomic_write_json, write_nifti
 from mriad.preprocess import markers
 from mriad.preprocess.datasets import Problem, Subject, adapter
-from mriad.preprocess.subject import Options, Timer, load_inputs, run_steps
+from mriad.preprocess.subject import PIPELINE_REVISION, Options, Timer, load_inputs, run_steps
+from mriad.preprocess.transform import write_sidecar
 
 
 @dataclass
@@ -94,6 +95,8 @@ def _process(
         else:
             with contextlib.suppress(FileNotFoundError):
                 (folder / "seg.nii.gz").unlink()
+        # The way back to the scan's own grid (what `mriad detect` maps its outputs through).
+        written += write_sidecar(folder, image, options.registration, result.matrix, PIPELINE_REVISION)
     if options.qc:
         from mriad.preprocess.qc import write_qc
 
@@ -283,6 +286,27 @@ def resolve_options(
     )
 
 
+def discover_subjects(
+    raw: Path, dataset: str, options: Options, demographics: Path | None
+) -> tuple[list[Subject], list[Problem]]:
+    """The data set's subjects in discovery order (duplicate IDs dropped) and the problems found."""
+    from mriad.preprocess.datasets import discover
+
+    found = discover(dataset, raw, options.modality, demographics)
+    problems = [Problem(p.subject, p.file, f"{p.file}: {p.reason}") for p in found.problems]
+    if not found.subjects and not problems:
+        raise MriadError(f"{raw}: no {options.modality} scans found for --dataset {dataset}")
+    subjects, seen = [], set()
+    for subject in found.subjects:
+        if subject.subject_id in seen:
+            problems.append(Problem(subject.subject_id, str(subject.image),
+                                    f"{subject.image}: duplicate subject ID {subject.subject_id}"))
+            continue
+        seen.add(subject.subject_id)
+        subjects.append(subject)
+    return subjects, problems
+
+
 def preprocess(
     raw: Path,
     out: Path,
@@ -299,32 +323,32 @@ def preprocess(
     n4: bool = True,
     qc: bool = True,
     progress: Callable[[Iterator[Outcome], int], Iterator[Outcome]] | None = None,
+    shard: tuple[int, int] | None = None,
 ) -> PreprocessResult:
     """Preprocess every subject of ``raw`` into ``out`` (see the module docstring); never raises for one
-    bad subject: check ``result.failures``."""
-    from mriad.preprocess.datasets import discover
+    bad subject: check ``result.failures``.
+
+    ``shard=(i, n)``: only subjects i, i+n, ... (discovery order), side by side with the other shards
+    in the same ``out``; the manifest is then a partial one (see :mod:`mriad.preprocess.shards`)."""
+    from mriad.infra.locking import folder_lock, shard_lock
+    from mriad.infra.shards import shard_items
     from mriad.preprocess.outputs import write_outputs
+    from mriad.preprocess.shards import write_partial
 
     start = time.perf_counter()
     raw, out = Path(raw), Path(out)
     check_paths(raw, out)
     options = resolve_options(dataset, modality, skull_strip, registration, device, n4, qc)
-    found = discover(dataset, raw, options.modality, demographics)
-    problems = [Problem(p.subject, p.file, f"{p.file}: {p.reason}") for p in found.problems]
-    if not found.subjects and not problems:
-        raise MriadError(f"{raw}: no {options.modality} scans found for --dataset {dataset}")
-    subjects, seen = [], set()
-    for subject in found.subjects:
-        if subject.subject_id in seen:
-            problems.append(Problem(subject.subject_id, str(subject.image),
-                                    f"{subject.image}: duplicate subject ID {subject.subject_id}"))
-            continue
-        seen.add(subject.subject_id)
-        subjects.append(subject)
+    subjects, problems = discover_subjects(raw, dataset, options, demographics)
+    if shard is not None:  # the data set's problems are reported once, by shard 0
+        subjects, problems = shard_items(subjects, shard), (problems if shard[0] == 0 else [])
     outcomes: list[Outcome] = []
-    from mriad.infra.locking import folder_lock
-
-    with folder_lock(out, "preprocess"):  # also sweeps temporaries a killed run left in OUT
+    lock = (
+        folder_lock(out, "preprocess")  # also sweeps temporaries a killed run left in OUT
+        if shard is None
+        else shard_lock(out, *shard, f"preprocess {options.dataset} shard {shard[0]}/{shard[1]}", options.dataset)
+    )
+    with lock:
         todo = []
         for subject in subjects:
             folder = subject_folder(out, options.dataset, subject.subject_id)
@@ -339,7 +363,10 @@ def preprocess(
         finally:  # also after Ctrl-C: the manifest lists every subject finished so far
             failures = problems + [o.problem for o in outcomes if o.problem is not None]
             rows = [o.row for o in outcomes if o.status in ("done", "skipped")]
-            manifest, failures_csv = write_outputs(out, options.dataset, rows, failures)
+            if shard is None:
+                manifest, failures_csv = write_outputs(out, options.dataset, rows, failures)
+            else:
+                manifest, failures_csv = write_partial(out, options.dataset, shard, rows, failures)
     return PreprocessResult(
         manifest=manifest,
         failures_csv=failures_csv,
