@@ -79,7 +79,7 @@ class RunFolder:
     def checkpoint(self, which: str) -> Path:
         """``checkpoints/<which>.pt`` for ``which`` in ``last``, ``best``."""
         if which not in CHECKPOINT_NAMES:
-            raise MriadError(f"checkpoint {which!r}: expected one of {', '.join(CHECKPOINT_NAMES)}")
+            raise MriadError(f"--checkpoint {which!r}: expected one of {', '.join(CHECKPOINT_NAMES)}")
         return self.checkpoints / f"{which}.pt"
 
     @property
