@@ -456,3 +456,26 @@ def evaluation_provenance(run: str | Path, manifest: str | Path, subjects: dict[
             if model and model not in checkpoints:
                 checkpoints.append(model)
     return {"manifest": {"path": str(manifest), "sha256": file_sha256(manifest)}, "checkpoints": checkpoints}
+
+
+def calibrated_thresholds(run: str | Path) -> dict[str, dict[str, Any]]:
+    """The thresholds ``evaluate`` calibrated, by validation split: ``{"brats-val": {"threshold", "search",
+    "val_dice", "evaluated_split", "summary"}}``. Summaries made with a fixed ``--threshold`` are left out;
+    several evaluations calibrated on one validation split give its threshold once (the first split's)."""
+    folder = RunFolder(run)
+    found: dict[str, dict[str, Any]] = {}
+    for split in folder.evaluated_splits():
+        try:
+            summary = json.loads(folder.summary(split).read_text())
+        except (OSError, ValueError):
+            continue
+        if not isinstance(summary, dict) or summary.get("threshold") is None or not summary.get("val_split"):
+            continue
+        if summary.get("threshold_search") == "fixed":
+            continue
+        found.setdefault(str(summary["val_split"]), {
+            "threshold": float(summary["threshold"]), "search": summary.get("threshold_search"),
+            "val_dice": summary.get("threshold_val_dice"), "evaluated_split": split,
+            "summary": str(folder.summary(split)),
+        })
+    return found
