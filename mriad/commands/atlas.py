@@ -31,12 +31,14 @@ def show() -> None:
 @handle_errors
 def check() -> None:
     """Verify shapes, spacing, checksums and world alignment of the atlas files (exit 1 on failure)."""
+    from rich.text import Text
+
     from mriad import atlas
     from mriad.infra.console import info
 
     results = atlas.check_atlas()
     for name, ok, message in results:
-        info(f"{'[green]ok[/green]  ' if ok else '[red]FAIL[/red]'} {name}: {message}")
+        info(Text.assemble(("ok  ", "green") if ok else ("FAIL", "red"), f" {name}: {message}"))
     emit({"checks": [{"file": n, "ok": ok, "message": m} for n, ok, m in results]})
     if not all(ok for _, ok, _ in results):
         raise typer.Exit(1)

@@ -9,6 +9,7 @@ from collections.abc import Callable
 from typing import Any, TypeVar
 
 import typer
+from rich.text import Text
 
 from mriad.infra.console import err_console, settings
 from mriad.infra.errors import MriadError, NotLandedError
@@ -24,13 +25,33 @@ def handle_errors(func: F) -> F:
         try:
             return func(*args, **kwargs)
         except MriadError as exc:
-            err_console.print(f"[red]error:[/red] {exc}", soft_wrap=True, markup=True, highlight=False)
+            _print_error(str(exc))
             raise typer.Exit(exc.exit_code) from None
+        except OSError as exc:  # disk full, read-only file system, permission denied, symlink loop...
+            _print_error(os_error_line(exc))
+            raise typer.Exit(1) from None
         except KeyboardInterrupt:
             err_console.print("interrupted; finished outputs are kept, rerun to resume")
             raise typer.Exit(130) from None
 
     return wrapper  # type: ignore[return-value]
+
+
+def _print_error(message: str) -> None:
+    # The message names files and values the user gave: printed as text, never as markup, on one line.
+    line = Text("error:", style="red") + Text(" " + " ".join(message.splitlines()))
+    err_console.print(line, soft_wrap=True, markup=False, emoji=False, highlight=False)
+
+
+def os_error_line(exc: OSError) -> str:
+    """``PATH: No space left on device (ENOSPC)``: what the system refused, naming the path first."""
+    import errno
+
+    reason = exc.strerror or type(exc).__name__
+    code = errno.errorcode.get(exc.errno or 0)
+    reason = f"{reason} ({code})" if code else reason
+    paths = [str(p) for p in (exc.filename, exc.filename2) if p is not None]
+    return f"{' -> '.join(paths)}: {reason}" if paths else reason
 
 
 def emit(summary: dict[str, Any]) -> None:

@@ -85,7 +85,7 @@ def synth_command(
         info(f"IXI demographics: {result.demographics}")
     if result.truth is not None:
         info(f"ground truth: {result.truth.parent} (next: `mriad preprocess {out} OUT`)")
-    info(f"[dim]{result.seconds:.1f} s, seed {settings.seed}[/dim]")
+    info(f"{result.seconds:.1f} s, seed {settings.seed}", style="dim")
     emit({
         "out": str(out), "subjects": result.subjects, "datasets": result.datasets, "layout": layout,
         "preprocessed": preprocessed, "modality": modality, "seed": settings.seed,

@@ -24,10 +24,9 @@ from typing import Any
 
 from mriad.infra.digests import file_sha256, text_sha256
 from mriad.infra.errors import InputError, MriadError
+from mriad.infra.io import atomic_torch_save, atomic_write_json, atomic_write_text, safe_torch_load
+from mriad.infra.locking import LOCK_NAME
 from mriad.infra.paths import check_identifier, child
-
-# mriad.infra.io and .locking (numpy) are imported where used: the CLI takes this module's names for
-# its --help texts, and --help must stay instant.
 
 CONFIG = "config.json"
 METRICS = "metrics.csv"
@@ -108,8 +107,6 @@ class RunFolder:
 
     @property
     def lock(self) -> Path:
-        from mriad.infra.locking import LOCK_NAME
-
         return self.root / LOCK_NAME
 
     # ---- what reconstruct writes -------------------------------------------------------------------
@@ -193,8 +190,6 @@ class RunFolder:
     # ---- a training's view -------------------------------------------------------------------------
     def describe(self) -> str:
         """ "finished at epoch 1600" / "stopped at epoch 12, step 140" / "without a checkpoint"."""
-        from mriad.infra.io import safe_torch_load
-
         if not self.last.is_file():
             return "without a checkpoint"
         state = safe_torch_load(self.last)
@@ -247,7 +242,7 @@ def check_out_folder(run: RunFolder, model: str, *, resume: bool, force: bool) -
         raise MriadError(f"{run.root}: exists and is not a folder; choose another --out")
     config = run.read_config_if_any()
     if config is None:
-        others = [p.name for p in run.root.iterdir() if p.name != run.lock.name]
+        others = [p.name for p in run.root.iterdir() if p.name != LOCK_NAME]
         if others:
             raise MriadError(f"{run.root}: not empty and not a run folder (no {CONFIG}); choose another --out")
         return None
@@ -320,8 +315,6 @@ def write_config(
         "dataset": dataset,
         **(extra or {}),
     }
-    from mriad.infra.io import atomic_write_json
-
     atomic_write_json(run.config, config)
     return config
 
@@ -334,8 +327,6 @@ def read_metrics(run: RunFolder) -> list[dict[str, str]]:
 
 
 def write_metrics(run: RunFolder, rows: list[dict[str, Any]]) -> None:
-    from mriad.infra.io import atomic_write_text
-
     lines = [",".join(METRIC_COLUMNS)]
     for row in rows:
         lines.append(",".join(_cell(row.get(column)) for column in METRIC_COLUMNS))
@@ -351,8 +342,6 @@ def _cell(value: Any) -> str:
 
 
 def save_checkpoint(path: Path, payload: dict[str, Any]) -> None:
-    from mriad.infra.io import atomic_torch_save
-
     atomic_torch_save(path, payload)
 
 
@@ -397,8 +386,6 @@ def write_recon_record(
     leaves maps without a record, which are redone)."""
     folder = RunFolder(run)
     rec, score = folder.recon_files(split, subject)
-    from mriad.infra.io import atomic_write_json
-
     record = {
         "version": RECORD_VERSION,
         "subject_id": subject,
@@ -486,14 +473,9 @@ def calibrated_thresholds(run: str | Path) -> dict[str, dict[str, Any]]:
             continue
         if summary.get("threshold_search") == "fixed":
             continue
-        found.setdefault(
-            str(summary["val_split"]),
-            {
-                "threshold": float(summary["threshold"]),
-                "search": summary.get("threshold_search"),
-                "val_dice": summary.get("threshold_val_dice"),
-                "evaluated_split": split,
-                "summary": str(folder.summary(split)),
-            },
-        )
+        found.setdefault(str(summary["val_split"]), {
+            "threshold": float(summary["threshold"]), "search": summary.get("threshold_search"),
+            "val_dice": summary.get("threshold_val_dice"), "evaluated_split": split,
+            "summary": str(folder.summary(split)),
+        })
     return found

@@ -13,6 +13,7 @@ from dataclasses import dataclass
 from typing import TypeVar
 
 from rich.console import Console
+from rich.text import Text
 
 T = TypeVar("T")
 
@@ -31,31 +32,35 @@ class Settings:
 
 settings = Settings()
 # Human-readable output goes to stderr when --json is on, so stdout stays machine-readable.
-console = Console(stderr=False, highlight=False, soft_wrap=True)
-err_console = Console(stderr=True, highlight=False, soft_wrap=True)
+# Markup and emoji codes are off: messages carry paths, subject IDs and options typed by users, and
+# `runs/exp[/b]` or `cuda:x:` must print as themselves, never as a style or an emoji (or crash rich).
+# mriad's own styling goes through ``style=`` or rich Text objects.
+console = Console(stderr=False, highlight=False, soft_wrap=True, markup=False, emoji=False)
+err_console = Console(stderr=True, highlight=False, soft_wrap=True, markup=False, emoji=False)
 
 
 def _out() -> Console:
     return err_console if settings.json else console
 
 
-def info(message: str) -> None:
+def info(message: str | Text, style: str = "") -> None:
+    """Print a message as it is (a plain string is never read as markup); ``style`` colours all of it."""
     if not settings.quiet:
-        _out().print(message)
+        _out().print(message, style=style or None, markup=False, emoji=False)
 
 
 def debug(message: str) -> None:
     if settings.verbose and not settings.quiet:
-        _out().print(f"[dim]{message}[/dim]")
+        _out().print(message, style="dim", markup=False, emoji=False)
 
 
 def warn(message: str) -> None:
-    err_console.print(f"[yellow]warning:[/yellow] {message}")
+    err_console.print(Text("warning: ", style="yellow") + Text(str(message)), markup=False, emoji=False)
 
 
 def using_default(option: str, value: object) -> None:
     """Say which default was taken, so a shell script's log shows exactly what ran."""
-    info(f"[dim]{option} defaults to {value}[/dim]")
+    info(f"{option} defaults to {value}", style="dim")
 
 
 def is_interactive() -> bool:
@@ -83,7 +88,7 @@ def track(
         )
 
         columns = (
-            TextColumn("[progress.description]{task.description}"),
+            TextColumn("{task.description}", style="progress.description", markup=False),
             BarColumn(),
             MofNCompleteColumn(),
             TimeElapsedColumn(),
@@ -130,10 +135,10 @@ class ProgressLine:
 
             self.mode = "rich"
             self._progress = Progress(
-                TextColumn("[progress.description]{task.description}"),
+                TextColumn("{task.description}", style="progress.description", markup=False),
                 BarColumn(),
                 MofNCompleteColumn(),
-                TextColumn("{task.fields[status]}"),
+                TextColumn("{task.fields[status]}", markup=False),
                 TimeRemainingColumn(),
                 console=_out(),
             )
