@@ -69,7 +69,10 @@ def process_subject(subject: Subject, folder: Path, options: Options) -> Outcome
     start = time.perf_counter()
     try:
         with timer.step("read"):  # validated before anything is written for the subject
-            image, seg = load_inputs(subject.image, subject.seg, labels=adapter(options.dataset).LABELS)
+            module = adapter(options.dataset)
+            image, seg = load_inputs(
+                subject.image, subject.seg, labels=module.LABELS, lesion_labels=getattr(module, "LESION_LABELS", None)
+            )
         if folder.exists():
             markers.clear_subject(folder)
         return _process(subject, folder, options, image, seg, timer, start)

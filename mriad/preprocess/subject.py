@@ -154,14 +154,20 @@ def _voxel_ml(affine: np.ndarray) -> float:
 
 
 def load_inputs(
-    image_path: Path, seg_path: Path | None, labels: tuple[int, ...] | None = None
+    image_path: Path,
+    seg_path: Path | None,
+    labels: tuple[int, ...] | None = None,
+    lesion_labels: tuple[int, ...] | None = None,
 ) -> tuple[Volume, Volume | None]:
     """Read and validate the scan and its segmentation (same grid, integer labels, ``labels`` if given;
-    an empty lesion mask is allowed)."""
+    an empty lesion mask is allowed). ``lesion_labels``: only these labels are lesion (WMH: 1, not
+    2 "other pathology"); None: every label > 0."""
     image = read_nifti(image_path)
     if seg_path is None:
         return image, None
     seg = read_nifti(seg_path, allow_empty=True)
     check_same_grid(image, seg)
     check_labels(seg, labels)
+    if lesion_labels is not None:
+        seg = Volume(np.isin(seg.data, lesion_labels).astype(np.uint8), seg.affine, seg.path, seg.note)
     return image, seg

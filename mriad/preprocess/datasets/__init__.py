@@ -18,6 +18,8 @@ ADAPTERS = {
     "brats18": "brats",
     "brats21": "brats",
     "mslub": "mslub",
+    "atlas2": "atlas2",
+    "wmh": "wmh",
     "bids": "bids",
     "generic": "generic",
 }
@@ -26,7 +28,7 @@ ADAPTERS = {
 def adapter(dataset: str) -> ModuleType:
     key = dataset.lower()
     if key not in ADAPTERS:
-        raise MriadError(f"--dataset {dataset}: expected one of ixi, brats21, mslub, bids, generic")
+        raise MriadError(f"--dataset {dataset}: expected one of ixi, brats21, mslub, atlas2, wmh, bids, generic")
     return importlib.import_module(f"mriad.preprocess.datasets.{ADAPTERS[key]}")
 
 
