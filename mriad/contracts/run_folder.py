@@ -24,9 +24,10 @@ from typing import Any
 
 from mriad.infra.digests import file_sha256, text_sha256
 from mriad.infra.errors import InputError, MriadError
-from mriad.infra.io import atomic_torch_save, atomic_write_json, atomic_write_text, safe_torch_load
-from mriad.infra.locking import LOCK_NAME
 from mriad.infra.paths import check_identifier, child
+
+# mriad.infra.io and .locking (numpy) are imported where used: the CLI takes this module's names for
+# its --help texts, and --help must stay instant.
 
 CONFIG = "config.json"
 METRICS = "metrics.csv"
@@ -107,6 +108,8 @@ class RunFolder:
 
     @property
     def lock(self) -> Path:
+        from mriad.infra.locking import LOCK_NAME
+
         return self.root / LOCK_NAME
 
     # ---- what reconstruct writes -------------------------------------------------------------------
@@ -122,6 +125,13 @@ class RunFolder:
         """The record of what made a subject's maps (written after both maps)."""
         name = check_identifier(subject, "subject_id", self.root)
         return child(self.recon_dir(split), name + RECORD_SUFFIX)
+
+    def remove_recon(self, split: str, subject: str) -> None:
+        """Drop a subject's maps, record first (a crash half-way leaves maps without a record: redone)."""
+        record = self.recon_record(split, subject)
+        record.unlink(missing_ok=True)
+        for path in self.recon_files(split, subject):
+            path.unlink(missing_ok=True)
 
     def recon_failures(self, split: str) -> Path:
         return self.recon_dir(split) / FAILURES
@@ -190,6 +200,8 @@ class RunFolder:
     # ---- a training's view -------------------------------------------------------------------------
     def describe(self) -> str:
         """ "finished at epoch 1600" / "stopped at epoch 12, step 140" / "without a checkpoint"."""
+        from mriad.infra.io import safe_torch_load
+
         if not self.last.is_file():
             return "without a checkpoint"
         state = safe_torch_load(self.last)
@@ -242,7 +254,7 @@ def check_out_folder(run: RunFolder, model: str, *, resume: bool, force: bool) -
         raise MriadError(f"{run.root}: exists and is not a folder; choose another --out")
     config = run.read_config_if_any()
     if config is None:
-        others = [p.name for p in run.root.iterdir() if p.name != LOCK_NAME]
+        others = [p.name for p in run.root.iterdir() if p.name != run.lock.name]
         if others:
             raise MriadError(f"{run.root}: not empty and not a run folder (no {CONFIG}); choose another --out")
         return None
@@ -315,6 +327,8 @@ def write_config(
         "dataset": dataset,
         **(extra or {}),
     }
+    from mriad.infra.io import atomic_write_json
+
     atomic_write_json(run.config, config)
     return config
 
@@ -327,6 +341,8 @@ def read_metrics(run: RunFolder) -> list[dict[str, str]]:
 
 
 def write_metrics(run: RunFolder, rows: list[dict[str, Any]]) -> None:
+    from mriad.infra.io import atomic_write_text
+
     lines = [",".join(METRIC_COLUMNS)]
     for row in rows:
         lines.append(",".join(_cell(row.get(column)) for column in METRIC_COLUMNS))
@@ -342,6 +358,8 @@ def _cell(value: Any) -> str:
 
 
 def save_checkpoint(path: Path, payload: dict[str, Any]) -> None:
+    from mriad.infra.io import atomic_torch_save
+
     atomic_torch_save(path, payload)
 
 
@@ -386,6 +404,8 @@ def write_recon_record(
     leaves maps without a record, which are redone)."""
     folder = RunFolder(run)
     rec, score = folder.recon_files(split, subject)
+    from mriad.infra.io import atomic_write_json
+
     record = {
         "version": RECORD_VERSION,
         "subject_id": subject,
@@ -473,9 +493,14 @@ def calibrated_thresholds(run: str | Path) -> dict[str, dict[str, Any]]:
             continue
         if summary.get("threshold_search") == "fixed":
             continue
-        found.setdefault(str(summary["val_split"]), {
-            "threshold": float(summary["threshold"]), "search": summary.get("threshold_search"),
-            "val_dice": summary.get("threshold_val_dice"), "evaluated_split": split,
-            "summary": str(folder.summary(split)),
-        })
+        found.setdefault(
+            str(summary["val_split"]),
+            {
+                "threshold": float(summary["threshold"]),
+                "search": summary.get("threshold_search"),
+                "val_dice": summary.get("threshold_val_dice"),
+                "evaluated_split": split,
+                "summary": str(folder.summary(split)),
+            },
+        )
     return found

@@ -1,8 +1,9 @@
-"""Write ``recon/<split>/<subject>_{rec,score}.nii.gz`` for every subject of a split.
+"""Write every subject's reconstruction and score map for a split, each with a record of what made it.
 
 Several volumes go through the model together (the model chunks its own network calls); reading the
 next group and writing finished NIfTI files happen on worker threads so the device is not left
-waiting on gzip. Finished subjects are skipped, so an interrupted run resumes where it stopped.
+waiting on gzip. Subjects whose maps were made from the same scan, mask, checkpoint and settings are
+skipped, so an interrupted run resumes where it stopped; any other map is made again.
 """
 
 from __future__ import annotations
@@ -20,7 +21,15 @@ import pandas as pd
 import torch
 
 from mriad.contracts.manifest import read_manifest, select_split
-from mriad.contracts.run_folder import read_run_config, resolve_manifest
+from mriad.contracts.run_folder import (
+    RunFolder,
+    input_digests,
+    model_identity,
+    read_run_config,
+    recon_mismatch,
+    resolve_manifest,
+    write_recon_record,
+)
 from mriad.infra.console import info, track, warn
 from mriad.infra.errors import InputError, MriadError
 from mriad.infra.io import atomic_write_csv, read_nifti, write_nifti
@@ -43,10 +52,6 @@ class ReconstructResult:
             "failed": len(self.failures),
             "seconds": round(self.seconds, 3),
         }
-
-
-def recon_paths(out: Path, subject: str) -> tuple[Path, Path]:
-    return out / f"{subject}_rec.nii.gz", out / f"{subject}_score.nii.gz"
 
 
 def parse_shard(text: str | None) -> tuple[int, int] | None:
@@ -144,7 +149,7 @@ def reconstruct(
     shard_spec = parse_shard(shard) if not isinstance(shard, tuple) else shard
     if shard_spec is not None:
         rows = rows.iloc[shard_spec[0] :: shard_spec[1]]
-    out = run / "recon" / split
+    out = RunFolder(run).recon_dir(split)
     with folder_lock(out, f"reconstruct {split}"):
         return _reconstruct_rows(
             run, rows, out, split, device, force, volumes_per_batch, which, seed, skip_empty_boxes, inference
@@ -158,12 +163,12 @@ def _reconstruct_rows(
     from mriad.models.registry import load_run_model
 
     result = ReconstructResult(out=out)
-    done = set()
-    for row in rows.itertuples(index=False):
-        rec, score = recon_paths(out, str(row.subject_id))
-        if not force and rec.is_file() and score.is_file():
-            result.skipped.append(str(row.subject_id))
-            done.add(str(row.subject_id))
+    requested = {key: value for key, value in (inference or {}).items() if value is not None}
+    settings = {"which": which, "seed": seed, "skip_empty_boxes": use_mask, "inference": requested,
+                "volumes_per_batch": volumes_per_batch, "device": str(device)}
+    record = {"model": model_identity(run, which), "settings": settings}
+    done, inputs = _reusable(run, split, rows, record, force)
+    result.skipped = [str(s) for s in rows["subject_id"] if str(s) in done]
     if result.skipped:
         info(f"{len(result.skipped)} subject(s) already reconstructed in {out}: skipped")
     # Groups (and their seeds) are cut from the whole split, not from what is left to do: the noise of
@@ -196,17 +201,15 @@ def _reconstruct_rows(
                     subject = str(item.row.subject_id)
                     if subject in done:
                         continue  # computed only for its group's noise; its files are already there
-                    rec_path, score_path = recon_paths(out, subject)
-                    pending_writes.append(
-                        pool.submit(_write_pair, rec_path, score_path, rec, score, item.image.affine)
-                    )
+                    maps = (run, split, subject, rec, score, item.image.affine)
+                    pending_writes.append(pool.submit(_write_recorded, *maps, inputs.get(subject), item.row, record))
                     result.written.append(subject)
             for future in pending_writes:
                 future.result()
     result.seconds = time.perf_counter() - start
     if result.failures:
         failures = pd.DataFrame(result.failures, columns=["subject_id", "reason"])
-        atomic_write_csv(out / "failures.csv", failures)
+        atomic_write_csv(RunFolder(run).recon_failures(split), failures)
         for subject, reason in result.failures:
             warn(f"{subject}: {reason}")
     return result
@@ -258,6 +261,42 @@ def _reconstruct_group(
     recs = [slices_to_volume(r).numpy() for r in both[0]]
     scores = [slices_to_volume(s).numpy() for s in both[1]]
     return recs, scores
+
+
+def _reusable(
+    run: Path, split: str, rows: pd.DataFrame, record: dict[str, Any], force: bool
+) -> tuple[set[str], dict[str, dict[str, str | None]]]:
+    """Subjects whose maps were made from the same scan, mask, checkpoint and settings (kept), and
+    the input digests of the others. Their old maps are removed first: a subject whose scan changed
+    and is now refused must not leave its old maps for `evaluate` to score."""
+    folder = RunFolder(run)
+    done: set[str] = set()
+    inputs: dict[str, dict[str, str | None]] = {}
+    for row in rows.itertuples(index=False):
+        subject = str(row.subject_id)
+        try:
+            digests = input_digests(row.image, getattr(row, "mask", None))
+        except InputError:
+            folder.remove_recon(split, subject)  # unreadable now: reported when its group is read
+            continue
+        if not force and recon_mismatch(run, split, subject, digests, **record) is None:
+            done.add(subject)
+            continue
+        folder.remove_recon(split, subject)
+        inputs[subject] = digests
+    return done, inputs
+
+
+def _write_recorded(
+    run: Path, split: str, subject: str, rec: np.ndarray, score: np.ndarray, affine: np.ndarray,
+    inputs: dict[str, str | None] | None, row: Any, record: dict[str, Any],
+) -> None:
+    """Both maps, then the record of what made them (digests taken before the scan was read)."""
+    rec_path, score_path = RunFolder(run).recon_files(split, subject)
+    _write_pair(rec_path, score_path, rec, score, affine)
+    if inputs is None:
+        inputs = input_digests(row.image, getattr(row, "mask", None))
+    write_recon_record(run, split, subject, inputs=inputs, **record)
 
 
 def _write_pair(rec_path: Path, score_path: Path, rec: np.ndarray, score: np.ndarray, affine: np.ndarray) -> None:
