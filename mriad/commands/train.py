@@ -10,6 +10,7 @@ import typer
 from typer.core import TyperCommand
 
 from mriad.commands.common import emit, handle_errors
+from mriad.contracts.run_folder import CHECKPOINTS, RunFolder
 from mriad.infra.console import info, settings, using_default
 from mriad.infra.errors import MriadError
 
@@ -102,7 +103,7 @@ def train_command(
     t_test: int = typer.Option(None, "--t-test", help="Diffusion: noise level used for reconstruction (1..T)."),
     channels: int = typer.Option(None, "--channels", help="Base channels of the network (paper 128)."),
     set_options: list[str] = typer.Option(None, "--set", help="Any model option as key=value (repeatable)."),
-    resume: bool = typer.Option(False, "--resume", help="Continue the run in --out from checkpoints/last.pt."),
+    resume: bool = typer.Option(False, "--resume", help=f"Continue the run in --out from {CHECKPOINTS}/last.pt."),
     force: bool = typer.Option(
         False, "--force", help="Start over: delete the run's checkpoints, metrics, recon, eval."
     ),
@@ -110,7 +111,7 @@ def train_command(
     max_steps: int = typer.Option(None, "--max-steps", help="Stop after N optimisation steps in total (resumable)."),
     deterministic: bool = typer.Option(False, "--deterministic", help="Deterministic CUDA kernels (slower)."),
 ) -> None:
-    """Train a model on healthy slices: writes `config.json`, `metrics.csv`, `checkpoints/{last,best}.pt`.
+    """Train a model on healthy slices into a run folder: its config, metrics log and last/best checkpoints.
 
     The training split is loaded once onto the device; `best.pt` has the lowest loss on the healthy
     validation split of the fold. Interrupted runs continue with `--resume`.
@@ -186,6 +187,6 @@ def train_command(
                 "run": str(run),
                 "model": model,
                 "fold": fold,
-                "checkpoints": sorted(str(p) for p in (Path(run) / "checkpoints").glob("*.pt")),
+                "checkpoints": [str(p) for p in RunFolder(run).checkpoint_files()],
             }
         )

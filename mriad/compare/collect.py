@@ -1,7 +1,8 @@
 """Find run folders and read what `mriad evaluate` wrote into them, refusing what cannot be compared.
 
-Only the files of the run-folder contract are read (``config.json``, ``eval/<split>/per_subject.csv``
-and ``summary.json``), never another stage's code, so `compare` works on runs copied from elsewhere.
+Only the files of the run-folder contract are read (the config, each split's per-subject metrics and
+summary, located by :class:`mriad.contracts.run_folder.RunFolder`), never another stage's code, so
+`compare` works on runs copied from elsewhere.
 """
 
 from __future__ import annotations
@@ -16,7 +17,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from mriad.contracts.run_folder import read_run_config
+from mriad.contracts.run_folder import CONFIG, RunFolder, is_run_folder
 from mriad.infra.console import debug
 from mriad.infra.errors import InputError, MriadError
 
@@ -67,7 +68,7 @@ def parse_fold(value: Any) -> int | None:
 
 
 def is_run(path: Path) -> bool:
-    return (path / "config.json").is_file()
+    return is_run_folder(path)
 
 
 def expand_runs(items: Sequence[str | Path]) -> list[Path]:
@@ -84,7 +85,7 @@ def expand_runs(items: Sequence[str | Path]) -> list[Path]:
             matches = [Path(m) for m in sorted(glob.glob(text))]
             runs = [m for m in matches if m.is_dir() and is_run(m)]
             if not runs:
-                raise MriadError(f"no run folder (with a config.json) matches {text}")
+                raise MriadError(f"no run folder (with a {CONFIG}) matches {text}")
             debug(f"{text}: {len(runs)} run(s), {len(matches) - len(runs)} other match(es) skipped")
             found.extend(runs)
             continue
@@ -92,13 +93,13 @@ def expand_runs(items: Sequence[str | Path]) -> list[Path]:
         if not path.exists():
             raise InputError(path, "run folder not found")
         if not path.is_dir():
-            raise InputError(path, "not a run folder (expected a folder with config.json)")
+            raise InputError(path, f"not a run folder (expected a folder with {CONFIG})")
         if is_run(path):
             found.append(path)
             continue
         children = sorted(child for child in path.iterdir() if child.is_dir() and is_run(child))
         if not children:
-            raise InputError(path, "not a run folder: no config.json here nor in its subfolders")
+            raise InputError(path, f"not a run folder: no {CONFIG} here nor in its subfolders")
         found.extend(children)
     unique: list[Path] = []
     seen: set[Path] = set()
@@ -155,27 +156,27 @@ def read_per_subject(path: Path) -> pd.DataFrame:
 
 def load_runs(paths: Sequence[Path], split: str) -> list[RunEval]:
     """Read every run's evaluation on ``split``; all missing ones are named in one message."""
-    configs = [(path, read_run_config(path)) for path in paths]
-    missing = [path for path, _ in configs if not (path / "eval" / split / "per_subject.csv").is_file()]
+    configs = [(RunFolder(path), RunFolder(path).read_config()) for path in paths]
+    missing = [run.root for run, _ in configs if not run.per_subject(split).is_file()]
     if missing:
+        expected = configs[0][0].per_subject(split).relative_to(configs[0][0].root)
         names = ", ".join(str(p) for p in missing[:5]) + (f" and {len(missing) - 5} more" if len(missing) > 5 else "")
         example = evaluate_hint(missing[0], split)
         plural = "s" if len(missing) > 1 else ""
         raise MriadError(
-            f"no evaluation on {split} in run{plural} {names} (eval/{split}/per_subject.csv missing): "
+            f"no evaluation on {split} in run{plural} {names} ({expected} missing): "
             f"run {example}" + (" for each" if len(missing) > 1 else "")
         )
     runs: list[RunEval] = []
-    for path, config in configs:
-        folder = path / "eval" / split
-        summary_path = folder / "summary.json"
+    for run, config in configs:
+        summary_path = run.summary(split)
         summary = read_json(summary_path) if summary_path.is_file() else {}
         recorded = summary.get("split")
         if recorded not in (None, "", split):
-            hint = evaluate_hint(path, split)
+            hint = evaluate_hint(run.root, split)
             raise InputError(summary_path, f"records split {recorded!r}, not {split!r}: re-run {hint}")
-        per_subject = read_per_subject(folder / "per_subject.csv")
-        runs.append(RunEval(path=path, config=config, summary=summary, per_subject=per_subject))
+        per_subject = read_per_subject(run.per_subject(split))
+        runs.append(RunEval(path=run.root, config=config, summary=summary, per_subject=per_subject))
     return runs
 
 

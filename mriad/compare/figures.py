@@ -16,7 +16,9 @@ from typing import Any
 import numpy as np
 
 from mriad.compare.tables import Group, metric_header, metric_info
+from mriad.contracts.run_folder import CONFIG, REC_SUFFIX, RECON, RunFolder
 from mriad.infra.io import atomic_path
+from mriad.infra.paths import is_identifier
 
 _DPI = 110
 
@@ -151,21 +153,21 @@ def pick_recon_case(groups: Sequence[Group], split: str, manifest: Any, subjects
     the one with the largest lesion: the figure is meant to show how each model "heals" a lesion.
     """
     if manifest is None:
-        return 'no manifest found for the input images (config.json "data" or the workspace\'s)'
+        return f'no manifest found for the input images ({CONFIG} "data" or the workspace\'s)'
     rows = manifest.set_index(manifest["subject_id"].astype(str))
     sizes = groups[0].runs[0].per_subject.get("lesion_voxels")
     best: tuple[float, str] | None = None
     for subject in subjects:
         if subject not in rows.index:
             continue
-        if not all(_rec_path(group, split, subject).is_file() for group in groups):
+        if not is_identifier(subject) or not all(_rec_path(group, split, subject).is_file() for group in groups):
             continue
         voxels = float(sizes.get(subject, 0.0)) if sizes is not None else 0.0
         voxels = voxels if np.isfinite(voxels) else 0.0
         if best is None or voxels > best[0]:
             best = (voxels, subject)
     if best is None:
-        return f"no subject of {split} has a reconstruction (recon/{split}/<subject>_rec.nii.gz) in every run"
+        return f"no subject of {split} has a reconstruction ({RECON}/{split}/<subject>{REC_SUFFIX}) in every run"
     subject = best[1]
     row = rows.loc[subject]
     seg = str(row.get("seg", "") or "").strip()
@@ -178,7 +180,7 @@ def pick_recon_case(groups: Sequence[Group], split: str, manifest: Any, subjects
 
 
 def _rec_path(group: Group, split: str, subject: str) -> Path:
-    return group.runs[0].path / "recon" / split / f"{subject}_rec.nii.gz"
+    return RunFolder(group.runs[0].path).recon_files(split, subject)[0]
 
 
 def load_recon_grid(case: ReconCase) -> Any:

@@ -20,7 +20,7 @@ import pandas as pd
 
 from mriad.compare.collect import evaluate_hint, read_json
 from mriad.compare.tables import fmt_mean_std, metric_header
-from mriad.contracts.run_folder import read_run_config
+from mriad.contracts.run_folder import METRICS, RunFolder
 from mriad.infra.console import debug
 from mriad.infra.errors import InputError
 
@@ -70,32 +70,36 @@ def _overview(run: Path, config: dict[str, Any]) -> str:
         ("git commit", config.get("git_commit")),
         ("folder", str(run.resolve())),
     ]
-    checkpoints = run / "checkpoints"
-    if checkpoints.is_dir():
-        for path in sorted(checkpoints.glob("*.pt")):
-            items.append((f"checkpoint {path.name}", f"{path.stat().st_size / 1e6:.1f} MB"))
-    recon = run / "recon"
-    if recon.is_dir():
-        for split in sorted(p for p in recon.iterdir() if p.is_dir()):
-            items.append((f"reconstructions {split.name}", f"{len(list(split.glob('*_rec.nii.gz')))} subjects"))
+    folder = RunFolder(run)
+    for path in folder.checkpoint_files():
+        items.append((f"checkpoint {path.name}", f"{path.stat().st_size / 1e6:.1f} MB"))
+    for split in folder.recon_splits():
+        items.append((f"reconstructions {split}", f"{len(_reconstructed(folder, split))} subjects"))
     rows = [[name, "" if value is None else str(value)] for name, value in items]
     return "<h2>Run</h2>" + _table(["item", "value"], rows)
+
+
+def _reconstructed(folder: RunFolder, split: str) -> list[str]:
+    try:
+        return folder.reconstructed_subjects(split)
+    except InputError:  # a folder whose name is no split: not ours to describe
+        return []
 
 
 def _training(run: Path) -> str:
     from mriad.compare import figures as fig
 
-    path = run / "metrics.csv"
+    path = RunFolder(run).metrics
     if not path.is_file():
-        return "<h2>Training</h2>" + _note("no training log (metrics.csv) in this run")
+        return "<h2>Training</h2>" + _note(f"no training log ({METRICS}) in this run")
     try:
         log = pd.read_csv(path)
     except Exception as exc:  # a half-written or foreign CSV must not stop the report
-        return "<h2>Training</h2>" + _note(f"metrics.csv is not readable ({type(exc).__name__})")
+        return "<h2>Training</h2>" + _note(f"{METRICS} is not readable ({type(exc).__name__})")
     losses = [c for c in ("train_loss", "val_loss") if c in log.columns]
     axis = "step" if "step" in log.columns else ("epoch" if "epoch" in log.columns else None)
     if log.empty or not losses or axis is None:
-        return "<h2>Training</h2>" + _note("metrics.csv has no loss values yet")
+        return "<h2>Training</h2>" + _note(f"{METRICS} has no loss values yet")
     xs = pd.to_numeric(log[axis], errors="coerce").to_numpy(np.float64)
     series = [(c, xs, pd.to_numeric(log[c], errors="coerce").to_numpy(np.float64)) for c in losses]
     figure = fig.line_plot(series, axis, "loss", "training curve")
@@ -118,11 +122,12 @@ def _training(run: Path) -> str:
 
 def _summaries(run: Path) -> list[tuple[str, dict[str, Any]]]:
     found = []
-    for path in sorted((run / "eval").glob("*/summary.json")):
+    folder = RunFolder(run)
+    for split in folder.evaluated_splits():
         try:
-            found.append((path.parent.name, read_json(path)))
-        except InputError as exc:
-            debug(f"skipping {path}: {exc}")
+            found.append((split, read_json(folder.summary(split))))
+        except InputError as exc:  # also a folder whose name is no split
+            debug(f"skipping {split}: {exc}")
     return found
 
 
@@ -172,7 +177,8 @@ def _split_figures(run: Path, split: str) -> str:
     from mriad.compare import figures as fig
 
     parts: list[str] = []
-    per_subject = run / "eval" / split / "per_subject.csv"
+    folder = RunFolder(run)
+    per_subject = folder.per_subject(split)
     if per_subject.is_file():
         try:
             frame = pd.read_csv(per_subject)
@@ -187,7 +193,7 @@ def _split_figures(run: Path, split: str) -> str:
             axes.set_ylabel("subjects")
             axes.set_title(f"{split}: Dice per subject")
             parts.append(_figure(fig.png_bytes(figure), f"{split}: per-subject Dice (n = {values.size})"))
-    pngs = sorted((run / "eval" / split / "figures").glob("*.png"))
+    pngs = sorted(folder.figures(split).glob("*.png"))
     for path in pngs[:_MAX_FIGURES_PER_SPLIT]:
         if path.stat().st_size <= _MAX_FIGURE_BYTES:
             parts.append(_figure(path.read_bytes(), f"{split}: {path.name}"))
@@ -207,7 +213,7 @@ def build_report(run: Path) -> str:
     run = Path(run)
     if not run.is_dir():
         raise InputError(run, "run folder not found")
-    config = read_run_config(run)
+    config = RunFolder(run).read_config()
     title = f"{run.resolve().name}: {config.get('model')}"
     created = _dt.datetime.now(_dt.UTC).strftime("%Y-%m-%d %H:%M UTC")
     sections = [

@@ -62,12 +62,15 @@ def remember_run(path: str | Path) -> None:
 
 
 def latest_run() -> Path:
-    """The run last written by `mriad train`, else the most recently modified folder under runs/."""
+    """The run last written by `mriad train`, else the one under runs/ whose config changed last."""
+    from mriad.contracts.run_folder import RunFolder
+
     remembered = load_settings().get("last_run")
-    if remembered and (Path(remembered) / "config.json").is_file():
+    if remembered and RunFolder(remembered).is_run():
         return Path(remembered)
     root = runs_dir()
-    candidates = [p for p in root.glob("*/") if (p / "config.json").is_file()] if root.is_dir() else []
+    candidates = [RunFolder(p) for p in root.glob("*/")] if root.is_dir() else []
+    candidates = [run for run in candidates if run.is_run()]
     if not candidates:
         raise MriadError(f"no --run given and no run found under {root}: run `mriad train` first")
-    return max(candidates, key=lambda p: (p / "config.json").stat().st_mtime)
+    return max(candidates, key=lambda run: run.config.stat().st_mtime).root

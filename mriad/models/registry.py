@@ -63,15 +63,14 @@ def load_checkpoint_model(path: str | Path, device: Any = "cpu", expect_model: s
 
 
 def load_run_model(run: str | Path, which: str = "best", device: Any = "cpu") -> Any:
-    """The model of a run folder: ``checkpoints/best.pt`` (or ``last.pt``); untrained models need none."""
-    from mriad.contracts.run_folder import read_run_config
+    """The model of a run folder: its ``best`` checkpoint (else ``last``, see
+    :meth:`~mriad.contracts.run_folder.RunFolder.model_checkpoint`); untrained models need none."""
+    from mriad.contracts.run_folder import RunFolder
 
-    run = Path(run)
-    config = read_run_config(run)
+    folder = RunFolder(run)
+    config = folder.read_config()
     cls = get_model_class(config["model"])
     if not cls.trainable:
         return cls(**config.get("options", {})).to(device).eval()
-    path = run / "checkpoints" / f"{which}.pt"
-    if not path.is_file() and which == "best":
-        path = run / "checkpoints" / "last.pt"
+    path = folder.model_checkpoint(which) or folder.checkpoint(which)  # a missing file is refused by name
     return load_checkpoint_model(path, device=device, expect_model=config["model"])
