@@ -465,6 +465,16 @@ def recon_mismatch(
     return None
 
 
+def stale_maps(run: str | Path, split: str, subject: str, image: str | Path, mask: str | Path | None) -> str | None:
+    """Why a subject's maps do not belong to its scan and mask as they are now, or to the checkpoint
+    that made them (see :func:`recon_mismatch`); None when they do. For readers of maps (evaluate)."""
+    try:
+        inputs = input_digests(image, mask)
+    except InputError as exc:
+        return str(exc)
+    return recon_mismatch(run, split, subject, inputs)
+
+
 def evaluation_provenance(run: str | Path, manifest: str | Path, subjects: dict[str, list[str]]) -> dict[str, Any]:
     """What an evaluation scored: the manifest's digest and the checkpoints recorded for the maps of
     ``subjects`` (split -> subject IDs; normally one checkpoint)."""
