@@ -11,6 +11,8 @@ On the command line a split is named ``<dataset>-<split>``: ``ixi-train``, ``ixi
 
 from __future__ import annotations
 
+import math
+import os
 from pathlib import Path
 
 import numpy as np
@@ -18,12 +20,14 @@ import pandas as pd
 
 from mriad.infra.errors import ManifestError
 from mriad.infra.io import atomic_write_csv
+from mriad.infra.paths import check_identifier, is_identifier
 
 COLUMNS = ["subject_id", "dataset", "split", "fold", "label", "image", "mask", "seg", "age", "sex", "source"]
 REQUIRED = ["subject_id", "dataset", "split", "label", "image"]
 PATH_COLUMNS = ["image", "mask", "seg"]
 SPLIT_VALUES = {"trainval", "train", "val", "test", ""}
 KNOWN_SPLIT_SUFFIXES = ("train", "val", "test", "trainval", "all")
+_SHOWN = 5  # subject IDs named in a leak message
 
 
 def empty_manifest() -> pd.DataFrame:
@@ -57,28 +61,41 @@ def read_manifest(path: str | Path, *, check_files: bool = True) -> pd.DataFrame
     base = path.resolve().parent
     for column in PATH_COLUMNS:
         frame[column] = [str((base / value).resolve()) if not blank(value) else "" for value in frame[column]]
-    frame["label"] = [_parse_int(v, path, "label", sid) for v, sid in zip(frame["label"], frame["subject_id"])]
-    frame["fold"] = [
-        _parse_int(v, path, "fold", sid) if not blank(v) else -1 for v, sid in zip(frame["fold"], frame["subject_id"])
-    ]
+    frame["label"] = [_parse_int(v, path, "label", i) for i, v in zip(frame.index, frame["label"])]
+    frame["fold"] = [_parse_int(v, path, "fold", i) if not blank(v) else -1 for i, v in zip(frame.index, frame["fold"])]
     validate_manifest(frame, source=str(path), check_files=check_files)
     frame.attrs["path"] = str(path.resolve())
     return frame
 
 
-def _parse_int(value: object, path: Path, column: str, subject: object) -> int:
+def _cell(index: object, column: str) -> str:
+    """Where a value sits in the CSV, as a spreadsheet shows it: line 2 is the first data row."""
+    row = int(index) + 2 if isinstance(index, int | np.integer) else index
+    return f"row {row}, column {column}"
+
+
+def _parse_int(value: object, path: Path, column: str, index: object) -> int:
+    """A whole number written as ``1`` or ``1.0``; ``0.9``, ``inf`` or ``x`` are refused, never rounded."""
+    text = str(value).strip()
     try:
-        return int(float(str(value)))
+        number = float(text)
     except ValueError:
-        raise ManifestError(f"{path}: subject {subject}: {column} {value!r} is not an integer") from None
+        number = math.nan
+    if not math.isfinite(number) or number != int(number):
+        raise ManifestError(f"{path}: {_cell(index, column)}: {text!r} is not a whole number")
+    return int(number)
 
 
 def validate_manifest(frame: pd.DataFrame, *, source: str = "manifest", check_files: bool = True) -> None:
-    """Refuse duplicate IDs, unknown splits, label 1 without seg, missing files and split leaks."""
+    """Refuse unsafe names, duplicate IDs, unknown splits, label 1 without seg, missing files and leaks."""
     ids = frame["subject_id"].astype(str)
-    for sid in ids:
+    for index, sid in zip(frame.index, ids):
         if sid.strip() == "":
-            raise ManifestError(f"{source}: a row has an empty subject_id")
+            raise ManifestError(f"{source}: {_cell(index, 'subject_id')}: a row has an empty subject_id")
+    for column in ("subject_id", "dataset"):
+        for index, value in zip(frame.index, frame[column].astype(str)):
+            if not is_identifier(value):
+                check_identifier(value, f"{_cell(index, column)}: {column}", source)
     duplicated = ids[ids.duplicated()]
     if len(duplicated):
         sid = duplicated.iloc[0]
@@ -102,19 +119,55 @@ def validate_manifest(frame: pd.DataFrame, *, source: str = "manifest", check_fi
                 if not blank(value) and not Path(value).is_file():
                     raise ManifestError(f"{source}: subject {sid}: {column} file {value} does not exist")
     _check_fold_leaks(frame, source)
+    if check_files:
+        _check_content_leaks(frame, source)
+
+
+def _some(ids: list[str]) -> str:
+    """``n subjects (A, B, C, ...)``: a leak among thousands stays one readable line."""
+    shown = ", ".join(ids[:_SHOWN]) + (", ..." if len(ids) > _SHOWN else "")
+    return f"{len(ids)} subjects ({shown})"
 
 
 def _check_fold_leaks(frame: pd.DataFrame, source: str) -> None:
-    """A subject may not be both in test and in trainval/train/val, once the same scan file is shared."""
+    """No two rows may name the same scan file."""
     images = frame["image"].astype(str)
     shared = images[images.duplicated(keep=False) & (images != "")]
     if len(shared):
         rows = frame.loc[shared.index]
         first = rows.iloc[0]
-        others = rows[rows["image"] == first["image"]]["subject_id"].tolist()
-        raise ManifestError(
-            f"{source}: subjects {', '.join(map(str, others))} share image {first['image']}: split leak"
-        )
+        others = rows[rows["image"] == first["image"]]["subject_id"].astype(str).tolist()
+        raise ManifestError(f"{source}: {_some(others)} share image {first['image']}: split leak")
+
+
+def _check_content_leaks(frame: pd.DataFrame, source: str) -> None:
+    """No scan may appear, under any file name, in two splits (test and train, or two folds' val).
+
+    Path strings miss a test scan hard-linked or copied under a new training ID. Only files of equal
+    size are digested (a stat per file), so the check costs almost nothing on real data, where scans
+    differ in size; digests are cached per (path, size, mtime) for the rest of the process.
+    """
+    from mriad.infra.digests import file_sha256
+
+    groups = [f"{s}/{f}" if s == "trainval" else str(s) for s, f in zip(frame["split"], frame["fold"])]
+    by_size: dict[int, list[int]] = {}
+    for position, image in enumerate(frame["image"].astype(str)):
+        if image:
+            by_size.setdefault(os.stat(image).st_size, []).append(position)
+    for positions in by_size.values():
+        if len({groups[p] for p in positions}) < 2:
+            continue  # copies within one split can leak nothing into another
+        by_digest: dict[str, list[int]] = {}
+        for p in positions:
+            by_digest.setdefault(file_sha256(frame["image"].iloc[p]), []).append(p)
+        for same in by_digest.values():
+            if len({groups[p] for p in same}) > 1:
+                ids = [str(frame["subject_id"].iloc[p]) for p in same]
+                where = sorted({groups[p] for p in same})
+                raise ManifestError(
+                    f"{source}: {_some(ids)} in {', '.join(where)} have identical image files "
+                    f"({frame['image'].iloc[same[0]]}): split leak"
+                )
 
 
 def write_manifest(frame: pd.DataFrame, path: str | Path) -> Path:

@@ -7,6 +7,7 @@ from pathlib import Path
 from types import ModuleType
 
 from mriad.infra.errors import MriadError
+from mriad.infra.paths import check_identifier, is_identifier
 from mriad.preprocess.datasets.base import DatasetDefaults, Discovery, Problem, Subject
 
 __all__ = ["ADAPTERS", "DatasetDefaults", "Discovery", "Problem", "Subject", "adapter", "dataset_name", "discover"]
@@ -38,4 +39,20 @@ def dataset_name(dataset: str) -> str:
 
 
 def discover(dataset: str, raw: Path, modality: str = "t2", demographics: Path | None = None) -> Discovery:
-    return adapter(dataset).discover(Path(raw), modality, demographics)
+    """What the adapter found; a subject whose ID cannot name a folder (``../x``, ``a/b``) is a problem.
+
+    A subject's ID becomes ``OUT/<dataset>/<subject>/``: an ID read from a CSV or a file name must never
+    address a folder outside OUT (another data set's subjects), so it is refused here, for every adapter.
+    """
+    found = adapter(dataset).discover(Path(raw), modality, demographics)
+    safe = []
+    for subject in found.subjects:
+        if is_identifier(subject.subject_id):
+            safe.append(subject)
+            continue
+        try:
+            check_identifier(subject.subject_id, "subject_id")
+        except MriadError as exc:
+            found.problems.append(Problem(subject.subject_id, str(subject.image), str(exc)))
+    found.subjects = safe
+    return found
