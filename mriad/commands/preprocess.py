@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import typer
 
@@ -42,6 +42,14 @@ def preprocess_command(
         help="N4 bias field correction inside the brain mask (three fitting levels: finer ones absorb large lesions).",
     ),
     qc: bool = typer.Option(True, "--qc/--no-qc", help="Write a qc.png per subject (mid-slices, mask outline)."),
+    shard: str = typer.Option(
+        None, "--shard", help="i/n: only every n-th subject starting at i; shards run side by side into one OUT "
+        "(a Slurm array) and write OUT/shards/<dataset>/i-of-n/; then run --merge.",
+    ),
+    merge: bool = typer.Option(
+        False, "--merge", help="After the shards (same RAW, OUT and options): write OUT/manifest.csv and "
+        "failures.csv from the finished subjects, as one unsharded run would.",
+    ),
 ) -> None:
     """Preprocess raw brain MRI as in the pDDPM paper: reorient, 1 mm, skull strip, affine to SRI24,
     crop 192x192x160, N4, downsample to 96x96x80, keep 50 axial slices, 1-99 percentile to [0, 1].
@@ -56,20 +64,38 @@ def preprocess_command(
         mriad preprocess data/BraTS2021 out/ --dataset brats21
 
         mriad preprocess data/MSLUB out/ --dataset mslub --skull-strip none
+
+    On a cluster (docs/cluster.md): one array task per shard, then one merge with the same options:
+
+        mriad preprocess data/IXI out/ -d ixi --shard $SLURM_ARRAY_TASK_ID/$SLURM_ARRAY_TASK_COUNT
+
+        mriad preprocess data/IXI out/ -d ixi --merge
     """
     from mriad.infra.device import resolve_device
+    from mriad.infra.errors import MriadError
+    from mriad.infra.shards import parse_shard
     from mriad.infra.workspace import remember_manifest
     from mriad.preprocess.pipeline import preprocess
+    from mriad.preprocess.shards import merge as merge_shards
 
+    if shard and merge:
+        raise MriadError("--merge: runs after the shards, without --shard")
+    spec = parse_shard(shard) if shard else None
     device = str(resolve_device(settings.device))
-    info(f"preprocess {raw} -> {out} (dataset {dataset}, modality {modality}, device {device}, jobs {jobs})")
-    result = preprocess(
-        raw, out, dataset=dataset, modality=modality, skull_strip=skull_strip, registration=registration,
-        jobs=jobs, force=force, fail_fast=fail_fast, demographics=demographics, device=device, n4=n4, qc=qc,
-        progress=_progress,
-    )
-    remember_manifest(result.manifest)
-    _summary(result)
+    what = "merge" if merge else f"shard {shard}" if shard else f"jobs {jobs}"
+    info(f"preprocess {raw} -> {out} (dataset {dataset}, modality {modality}, device {device}, {what})")
+    common: dict[str, Any] = {
+        "dataset": dataset, "modality": modality, "skull_strip": skull_strip, "registration": registration,
+        "demographics": demographics, "device": device, "n4": n4, "qc": qc,
+    }
+    if merge:
+        result = merge_shards(raw, out, **common)
+    else:
+        result = preprocess(raw, out, jobs=jobs, force=force, fail_fast=fail_fast, progress=_progress, shard=spec,
+                            **common)
+    if spec is None:  # a shard's manifest is partial: the merge's is the one to remember
+        remember_manifest(result.manifest)
+    _summary(result, sharded=spec is not None)
     emit({
         "manifest": str(result.manifest), "failures_csv": str(result.failures_csv), "done": result.done,
         "skipped": result.skipped, "failed": [p.subject for p in result.failures], "seconds": result.seconds,
@@ -86,7 +112,7 @@ def _progress(items: Iterator[Outcome], total: int) -> Iterator[Outcome]:
     return track(items, total=total, description="preprocess", unit="subject")
 
 
-def _summary(result: PreprocessResult) -> None:
+def _summary(result: PreprocessResult, sharded: bool = False) -> None:
     """A table of what happened and the mean seconds per step, then the failures (one line each)."""
     from rich.table import Table
 
@@ -118,7 +144,9 @@ def _summary(result: PreprocessResult) -> None:
     if len(result.failures) > 20:
         _warn_line(f"... and {len(result.failures) - 20} more in {result.failures_csv}")
     info(f"manifest: {result.manifest}" + (f"; failures: {result.failures_csv}" if result.failures else ""))
-    if result.done or result.skipped:
+    if sharded:
+        info("next, once every shard has finished: the same command with --merge instead of --shard")
+    elif result.done or result.skipped:
         info("next: `mriad split " + str(result.manifest) + "`")
 
 

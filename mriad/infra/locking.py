@@ -136,6 +136,14 @@ def folder_lock(folder: str | Path, purpose: str = "writing") -> Iterator[Path]:
     except BaseException:
         _remove_if_empty(created)
         raise
+    try:
+        _refuse_participants(folder, path)  # shards writing it (see shard_lock)
+    except BaseException:
+        if _still_named(fd, path):
+            path.unlink()
+        os.close(fd)
+        _remove_if_empty(created)
+        raise
     _HELD[key] = fd
     try:
         remove_temporaries(folder)  # ours now: any temporary file is a dead writer's leftover
@@ -170,3 +178,163 @@ def _remove_if_empty(folders: list[Path]) -> None:
             continue
         except OSError:  # not empty: outputs were written
             return
+
+
+# --- Several writers in one folder: shards (issue 20) -------------------------------------------------
+#
+# Shards of one stage (a Slurm array) write disjoint subjects into the same folder at the same time.
+# Each holds its own lock file ``.mriad.lock.shard-[<group>-]<i>-of-<n>``; a merge holds
+# ``.mriad.lock.merge-<group>`` and writes shared files (a manifest) under ``.mriad.lock.manifest``.
+# Whole-folder writers (:func:`folder_lock`) and these participants exclude each other by the usual
+# two-flag pattern: each takes its own lock first and then looks for the other's, so of two that start
+# together at least one sees the other. Participants never sweep the folder's temporaries: a live
+# shard's temporary file looks like a dead one's (whole-folder writers sweep them).
+
+PARTICIPANT_PREFIX = LOCK_NAME + "."
+_RETRIES = 5  # a sibling probing our file holds its flock for microseconds: look again, not refuse
+
+
+def _probe(path: Path) -> dict | None:
+    """The holder of a live lock at ``path`` (its JSON, or ``{"pid": "?"}``), None when free or absent."""
+    try:
+        fd = os.open(path, os.O_RDWR)
+    except (FileNotFoundError, PermissionError):
+        return None
+    try:
+        got = _flock(fd)
+        if got is True:
+            return None  # free: a dead holder's file (our flock goes with the descriptor)
+        holder = _read(path)
+        if got is None:
+            mine = holder.get("host") in (None, socket.gethostname())
+            return holder if holder and mine and _alive(int(holder.get("pid", -1) or -1)) else None
+        return holder or {"pid": "?"}
+    finally:
+        os.close(fd)
+
+
+def _live_participants(folder: Path, skip: Path | None = None) -> list[tuple[Path, dict]]:
+    found = []
+    for path in sorted(folder.glob(PARTICIPANT_PREFIX + "*")):
+        if path == skip or str(path.resolve()) in _HELD:
+            continue
+        holder = _probe(path)
+        if holder is not None:
+            found.append((path, holder))
+    return found
+
+
+def _refuse_participants(folder: Path, own: Path) -> None:
+    """Raise LockError when a shard or merge is writing ``folder`` (called by :func:`folder_lock`)."""
+    live = _live_participants(folder, skip=own)
+    if live:
+        path, holder = live[0]
+        raise LockError(
+            f"{folder}: {len(live)} shard(s) or merge(s) are writing it (process {holder.get('pid', '?')}: "
+            f"{holder.get('purpose', path.name)}); wait for them to finish, or remove {path} if that process is gone"
+        )
+
+
+@contextlib.contextmanager
+def _named_lock(folder: Path, name: str, purpose: str, wait: float = 0.0) -> Iterator[Path]:
+    """Hold ``folder/.mriad.lock.<name>``; ``wait`` seconds of retrying before a live holder refuses us."""
+    created = _missing_ancestors(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    path = folder / (PARTICIPANT_PREFIX + name)
+    key = str(path.resolve())
+    if key in _HELD:
+        yield path
+        return
+    me = {"pid": os.getpid(), "host": socket.gethostname(), "purpose": purpose, "since": time.time()}
+    deadline = time.monotonic() + wait
+    attempt = 0
+    while True:
+        try:
+            fd = _acquire(folder, path, me)
+            break
+        except LockError:
+            attempt += 1
+            if attempt >= _RETRIES and time.monotonic() >= deadline:
+                _remove_if_empty(created)
+                raise
+            time.sleep(0.05 if attempt < _RETRIES else 0.2)
+        except BaseException:
+            _remove_if_empty(created)
+            raise
+    _HELD[key] = fd
+    try:
+        yield path
+    finally:
+        del _HELD[key]
+        if _still_named(fd, path):
+            with contextlib.suppress(FileNotFoundError):
+                path.unlink()
+        os.close(fd)
+        _remove_if_empty(created)
+
+
+def _check_no_folder_writer(folder: Path) -> None:
+    if str((folder / LOCK_NAME).resolve()) in _HELD:
+        return  # this process holds the whole folder: nested use
+    holder = _probe(folder / LOCK_NAME)
+    if holder is not None:
+        raise _refusal(folder, folder / LOCK_NAME, holder)
+
+
+def _merge_tag(group: str) -> str:
+    return f"merge-{group}" if group else "merge"
+
+
+def _shard_tag(group: str, index: int, count: int) -> str:
+    return f"shard-{group + '-' if group else ''}{index}-of-{count}"
+
+
+@contextlib.contextmanager
+def shard_lock(folder: str | Path, index: int, count: int, purpose: str, group: str = "") -> Iterator[Path]:
+    """Hold shard ``index`` of ``count`` of ``folder`` (``group``: e.g. the data set, when shards of
+    several kinds share a folder). Shards of one count run side by side; refused are a second copy of
+    the same shard, a whole-folder writer, a merge of the group and shards of the group cut another way."""
+    from mriad.infra.paths import check_identifier
+
+    if not 0 <= index < count:
+        raise LockError(f"{folder}: shard {index}/{count} does not exist")
+    if group:
+        check_identifier(group, "shard group")
+    folder = Path(folder)
+    prefix = PARTICIPANT_PREFIX + "shard-" + (group + "-" if group else "")
+    with _named_lock(folder, _shard_tag(group, index, count), purpose) as own:
+        _check_no_folder_writer(folder)
+        for path, holder in _live_participants(folder, skip=own):
+            name = path.name
+            other_cut = name.startswith(prefix) and not name.endswith(f"-of-{count}")
+            if other_cut or name == PARTICIPANT_PREFIX + _merge_tag(group):
+                raise LockError(
+                    f"{folder}: process {holder.get('pid', '?')} ({holder.get('purpose', name)}) is writing it; "
+                    f"all shards must use the same n, and a merge waits for the shards (remove {path} if it is gone)"
+                )
+        yield own
+
+
+@contextlib.contextmanager
+def merge_lock(folder: str | Path, purpose: str, group: str = "") -> Iterator[Path]:
+    """Hold the merge of ``group``'s shards in ``folder``: refused while one of them still runs."""
+    folder = Path(folder)
+    prefix = PARTICIPANT_PREFIX + "shard-" + (group + "-" if group else "")
+    with _named_lock(folder, _merge_tag(group), purpose) as own:
+        _check_no_folder_writer(folder)
+        running = [(p, h) for p, h in _live_participants(folder, skip=own) if p.name.startswith(prefix)]
+        if running:
+            path, holder = running[0]
+            raise LockError(
+                f"{folder}: {len(running)} shard(s) still running (process {holder.get('pid', '?')}: "
+                f"{holder.get('purpose', path.name)}); merge when they have finished"
+            )
+        yield own
+
+
+@contextlib.contextmanager
+def short_lock(folder: str | Path, name: str, purpose: str, wait: float = 60.0) -> Iterator[Path]:
+    """Hold ``folder/.mriad.lock.<name>`` around one shared write (a manifest), waiting up to ``wait``
+    seconds for another holder (a merge of another data set) to finish its write."""
+    with _named_lock(Path(folder), name, purpose, wait=wait) as path:
+        yield path
