@@ -4,7 +4,7 @@
     python bench/memory.py --device cuda             # GPU: torch.cuda.max_memory_allocated, bf16
 
 mriad sizes its network calls from an analytic estimate, ``120 bytes x H x W x base channels`` per
-input (pddpm._BYTES_PER_PIXEL_CHANNEL), and a budget: half the free GPU memory (at most 64 inputs
+input (runtime.memory.INFERENCE_BYTES_PER_PIXEL_CHANNEL), and a budget: half the free GPU memory (at most 64 inputs
 per call) or a quarter of the available RAM on a CPU (at most 8). This measures the real peak per
 input (the growth of the peak between two chunk sizes, so the model and the runtime cancel out) and
 shows which chunk each budget gets and that it fits.
@@ -88,7 +88,7 @@ def main() -> None:
         return
     configs = (args.configs or ("small" if args.smoke else ("paper" if cuda else "small,paper"))).split(",")
 
-    from mriad.models.pddpm import _BYTES_PER_PIXEL_CHANNEL, available_memory
+    from mriad.runtime.memory import INFERENCE_BYTES_PER_PIXEL_CHANNEL, available_memory
 
     print(f"# reconstruction memory, {device}: {machine(device)}")
     print(
@@ -98,7 +98,7 @@ def main() -> None:
     for config in configs:
         peaks = measure_cuda(config, chunks, device) if cuda else measure_cpu(config, chunks)
         base = int(random_model("pddpm", config).config["base_channels"])
-        estimate = _BYTES_PER_PIXEL_CHANNEL * 96 * 96 * base
+        estimate = INFERENCE_BYTES_PER_PIXEL_CHANNEL * 96 * 96 * base
         slope = (peaks[chunks[-1]] - peaks[chunks[0]]) / (chunks[-1] - chunks[0])
         per_input[config] = slope
         for chunk in chunks:

@@ -70,7 +70,7 @@ def pair_counts(model: Any, masks: torch.Tensor) -> tuple[int, int, int]:
 def same_noise_check(model: Any, twin: Any, slices: torch.Tensor, mask: torch.Tensor) -> tuple[float, float, bool]:
     """Max |mriad - reference| (all pixels, no mask; and inside the mask, with mask), fp32, same noise;
     and whether skipping leaves the anomaly map inside the mask bit-identical."""
-    saved = dict(model._inference)
+    saved = model.executor.settings
     model.configure_inference(precision="fp32")
     h, w = slices.shape[-2:]
     field = torch.from_numpy(cpu_simplex_field(model.config, h, w, seed=5))
@@ -83,7 +83,7 @@ def same_noise_check(model: Any, twin: Any, slices: torch.Tensor, mask: torch.Te
         skipped = model.reconstruct(slices, mask=mask).cpu()
     finally:
         del model.noise
-        model._inference.update(saved)
+        model.executor.settings = saved
         torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32 = tf32
     inside = mask.cpu()
     x = slices.cpu()

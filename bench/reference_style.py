@@ -86,7 +86,7 @@ def reference_reconstructor(model: Any, seed: int = 0) -> Callable[[torch.Tensor
             model.net,
             slices,
             height_width["boxes"],
-            alpha_bar_t=float(model.alpha_bar[t_index]),
+            alpha_bar_t=float(model.process.alpha_bar[t_index]),
             t_index=t_index,
             field=field,
         )

@@ -4,6 +4,13 @@ A model sees 2D axial slices ``(N, 1, H, W)`` with intensities in [0, 1] (it res
 it wants, e.g. diffusion models use 2x-1). Training: :meth:`AnomalyModel.training_step` (default:
 one optimiser on :meth:`training_loss`); GANs override it. Scoring: :meth:`reconstruct` then
 :meth:`anomaly_score`.
+
+What the reconstruct stage may use is declared here, with defaults, so the stage never probes a
+model: ``batch_kind`` (slices or whole volumes; the stage always calls :meth:`reconstruct_volumes`),
+``accepts_mask`` (the stage reads each subject's brain mask and passes it to
+:meth:`reconstruct_volumes` only then), ``inference_options`` and :meth:`configure_inference`
+(settings such as precision or compilation; a model without them refuses any value, so a flag is
+never silently ignored) and :meth:`max_batch` (slices per network call).
 """
 
 from __future__ import annotations
@@ -37,6 +44,10 @@ class AnomalyModel(nn.Module):
     trainable: ClassVar[bool] = True
     # "slices": batches of random slices (N,1,H,W); "volumes": batches of whole slice stacks (N,S,1,H,W).
     batch_kind: ClassVar[str] = "slices"
+    # Whether reconstruct_volumes uses a brain mask (boxes/slices without brain may skip the network).
+    accepts_mask: ClassVar[bool] = False
+    # The keyword arguments configure_inference accepts (none by default).
+    inference_options: ClassVar[tuple[str, ...]] = ()
 
     def __init__(self, **config: Any):
         super().__init__()
@@ -92,10 +103,29 @@ class AnomalyModel(nn.Module):
         raise NotImplementedError
 
     @torch.no_grad()
-    def reconstruct_volumes(self, volumes: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
-        """Reconstruct slice stacks ``(V, S, 1, H, W)``; slice models flatten them."""
+    def reconstruct_volumes(
+        self, volumes: torch.Tensor, generator: torch.Generator | None = None, mask: torch.Tensor | None = None
+    ) -> torch.Tensor:
+        """Reconstruct slice stacks ``(V, S, 1, H, W)``; slice models flatten them.
+
+        ``mask`` (the stacks' brain masks, same shape) is only used by models with ``accepts_mask``.
+        """
         v, s = volumes.shape[:2]
         return self.reconstruct(volumes.flatten(0, 1), generator).unflatten(0, (v, s))
+
+    def configure_inference(self, **settings: Any) -> AnomalyModel:
+        """Set how reconstruction runs (keys: ``inference_options``; None keeps a setting); returns self.
+
+        The default model has no settings: any value given is refused with one line naming the flags.
+        """
+        requested = {key: value for key, value in settings.items() if value is not None}
+        unknown = {key: value for key, value in requested.items() if key not in self.inference_options}
+        if unknown:
+            from mriad.infra.errors import MriadError
+
+            flags = " ".join(f"--{key.replace('_', '-')} {value}" for key, value in unknown.items())
+            raise MriadError(f"model {self.name} has no inference settings (precision, compile, chunk); drop {flags}")
+        return self
 
     def anomaly_score(self, x: torch.Tensor, x_hat: torch.Tensor) -> torch.Tensor:
         return (x - x_hat).abs()

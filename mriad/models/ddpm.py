@@ -1,7 +1,7 @@
 """DDPM baseline of the pDDPM paper: the same network and diffusion, the whole slice noised.
 
 It is pDDPM with a single box covering the slice (so L_p and L_rec coincide), which is exactly how
-it is implemented: :class:`mriad.models.pddpm.DiffusionModel` with its default (full-slice) boxes.
+it is implemented: :class:`mriad.models.diffusion_model.DiffusionModel` with its default (full-slice) boxes.
 Reconstruction is one network call per slice at t_test, with simplex noise by default (the paper's
 DDPM baseline, after Wyatt et al. 2022).
 """
@@ -10,7 +10,8 @@ from __future__ import annotations
 
 from typing import Any, ClassVar
 
-from mriad.models.pddpm import _DIFFUSION_DEFAULTS, DiffusionModel
+from mriad.models.diffusion import DIFFUSION_DEFAULTS
+from mriad.models.diffusion_model import DiffusionModel
 
 
 class DDPM(DiffusionModel):
@@ -23,4 +24,4 @@ class DDPM(DiffusionModel):
         "reconstruction is one network call per slice at t_test (not iterative sampling). Same network "
         "and defaults as pddpm (lr 1e-5 as in the paper; the reference code uses 1e-4)."
     )
-    defaults: ClassVar[dict[str, Any]] = dict(_DIFFUSION_DEFAULTS)
+    defaults: ClassVar[dict[str, Any]] = dict(DIFFUSION_DEFAULTS)

@@ -125,7 +125,9 @@ class SequenceVAE(AnomalyModel):
         )
 
     @torch.no_grad()
-    def reconstruct_volumes(self, volumes: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
+    def reconstruct_volumes(
+        self, volumes: torch.Tensor, generator: torch.Generator | None = None, mask: torch.Tensor | None = None
+    ) -> torch.Tensor:
         return self(volumes).clamp(0, 1)
 
     @torch.no_grad()

@@ -8,7 +8,6 @@ skipped, so an interrupted run resumes where it stopped; any other map is made a
 
 from __future__ import annotations
 
-import inspect
 import os
 import time
 from concurrent.futures import Future, ThreadPoolExecutor
@@ -182,7 +181,8 @@ def _reconstruct_rows(
     if groups:
         device = torch.device(device)
         model = load_run_model(run, which=which, device=device)
-        _configure_inference(model, inference or {})
+        model.configure_inference(**(inference or {}))  # a model without such settings refuses them
+        use_mask = use_mask and model.accepts_mask
         generator = torch.Generator(device=device)
         with ThreadPoolExecutor(max_workers=2) as pool:
             pending_writes: list[Future] = []
@@ -215,22 +215,6 @@ def _reconstruct_rows(
     return result
 
 
-def _configure_inference(model: Any, inference: dict[str, Any]) -> None:
-    requested = {key: value for key, value in inference.items() if value is not None}
-    if hasattr(model, "configure_inference"):
-        model.configure_inference(**requested)
-    elif requested:
-        options = " ".join(f"--{key.replace('_', '-')} {value}" for key, value in requested.items())
-        raise MriadError(f"model {model.name} has no inference settings (precision, compile, chunk); drop {options}")
-
-
-def _accepts_mask(model: Any) -> bool:
-    try:
-        return "mask" in inspect.signature(model.reconstruct).parameters
-    except (TypeError, ValueError):
-        return False
-
-
 def _upload(array: torch.Tensor, device: torch.device) -> torch.Tensor:
     """One host-to-device copy per group, from pinned memory on CUDA so it runs asynchronously."""
     if device.type == "cuda":
@@ -245,16 +229,10 @@ def _reconstruct_group(
 
     stack = _upload(torch.stack([volume_to_slices(torch.from_numpy(item.image.data)) for item in loaded]), device)
     masks = None
-    if all(item.mask is not None for item in loaded) and _accepts_mask(model):
+    if model.accepts_mask and all(item.mask is not None for item in loaded):
         masks = _upload(torch.stack([volume_to_slices(torch.from_numpy(item.mask)) for item in loaded]), device)
     with torch.inference_mode():
-        if getattr(model, "batch_kind", "slices") == "volumes":
-            x_hat = model.reconstruct_volumes(stack, generator)
-        elif masks is not None:
-            x_hat = model.reconstruct(stack.flatten(0, 1), generator, mask=masks.flatten(0, 1))
-            x_hat = x_hat.unflatten(0, stack.shape[:2])
-        else:
-            x_hat = model.reconstruct(stack.flatten(0, 1), generator).unflatten(0, stack.shape[:2])
+        x_hat = model.reconstruct_volumes(stack, generator, mask=masks)
         score = model.anomaly_score(stack, x_hat)
         # One device-to-host copy of the group's results, not one per subject.
         both = torch.stack([x_hat, score]).float().cpu()

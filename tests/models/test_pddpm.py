@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import dataclasses
+
 import pytest
 import torch
 from torch import nn
@@ -120,7 +122,7 @@ def _per_box_loop(model, x: torch.Tensor, seed: int) -> torch.Tensor:
     n, _, h, w = x0.shape
     eps = model.noise(tuple(x0.shape), generator, x.device)  # reconstruct draws the noise first, too
     t = torch.full((n,), int(model.config["t_test"]) - 1)
-    x_t = q_sample(x0, t, eps, model.alpha_bar)
+    x_t = q_sample(x0, t, eps, model.process.alpha_bar)
     masks = box_masks(model.grid(h, w), h, w)
     total = torch.zeros_like(x0)
     for box in masks:
@@ -144,7 +146,8 @@ def test_batched_reconstruction_equals_the_per_box_loop(name: str, patch: int | 
 @pytest.mark.parametrize("patch", [16, 20, 32])
 def test_a_network_returning_x0_gives_back_the_input(patch: int) -> None:
     model = build_model("pddpm", **TINY, patch_size=patch)
-    model.alpha_bar = torch.ones_like(model.alpha_bar)  # no noise: x_t = x0, so identity returns x0
+    # no noise: x_t = x0, so identity returns x0
+    model.process = dataclasses.replace(model.process, alpha_bar=torch.ones_like(model.process.alpha_bar))
     model.net = _Identity()
     x = torch.rand(3, 1, 32, 32)
     torch.testing.assert_close(model.reconstruct(x), x, atol=1e-6, rtol=0)

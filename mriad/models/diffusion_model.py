@@ -1,0 +1,201 @@
+"""The diffusion models as mriad runs them: a UNet, a :class:`DiffusionProcess`, a set of boxes.
+
+Training: per slice, pick a box, noise the box with q(x_t | x0) at a random t, keep the rest of the
+slice clean as context, predict the clean slice x0, L1 loss (on the box or the whole slice).
+
+Reconstruction: ONE network call per box at t_test (no iterative sampling). Every box of the grid,
+of every slice, goes through the network in batched fixed-size calls (the
+:class:`~mriad.runtime.inference.InferenceExecutor`); each call's prediction is kept inside its box
+and the boxes are averaged where they overlap. The noise field is drawn once per slice and shared by
+that slice's boxes (as the reference does). Given the brain mask, boxes without brain skip the
+network (their pixels are never scored).
+
+:class:`DiffusionModel` is the shared part; pDDPM (:mod:`mriad.models.pddpm`) adds the box options,
+DDPM (:mod:`mriad.models.ddpm`) is the same model with one box covering the slice.
+"""
+
+from __future__ import annotations
+
+from typing import Any, ClassVar
+
+import torch
+
+from mriad.infra.errors import MriadError
+from mriad.models.base import AnomalyModel
+from mriad.models.diffusion import (
+    DIFFUSION_DEFAULTS,
+    NOISES,
+    SCHEDULES,
+    DiffusionProcess,
+    from_model_space,
+    to_model_space,
+)
+from mriad.models.patches import box_masks, boxes_with_brain, chunk_size, coverage, full_box
+from mriad.models.unet import UNet
+from mriad.runtime.inference import InferenceExecutor, chunk_limit
+from mriad.runtime.memory import unet_inference_bytes
+
+
+class DiffusionModel(AnomalyModel):
+    """Shared implementation of pDDPM and DDPM; subclasses decide which boxes are noised."""
+
+    defaults: ClassVar[dict[str, Any]] = dict(DIFFUSION_DEFAULTS)
+    accepts_mask: ClassVar[bool] = True
+    inference_options: ClassVar[tuple[str, ...]] = ("precision", "channels_last", "compile", "max_chunk")
+
+    def __init__(self, **config: Any):
+        super().__init__(**config)
+        c = self.config
+        self._check_choice("schedule", SCHEDULES)
+        self._check_choice("noise", NOISES)
+        if not 1 <= int(c["t_test"]) <= int(c["timesteps"]):
+            raise MriadError(f"model {self.name}: t_test must lie in 1..{c['timesteps']}, got {c['t_test']}")
+        self.net = UNet(
+            in_channels=1,
+            out_channels=1,
+            base_channels=int(c["base_channels"]),
+            channel_mult=tuple(int(m) for m in c["channel_mult"]),
+            num_res_blocks=int(c["num_res_blocks"]),
+            groups=int(c["groups"]),
+            head_channels=int(c["head_channels"]),
+            dropout=float(c["dropout"]),
+            resblock_updown=bool(c["resblock_updown"]),
+            checkpointing=bool(c["checkpointing"]),
+        )
+        # Derived from the config, so never saved in checkpoints.
+        self.process = DiffusionProcess.from_config(c)
+        # How reconstruct() runs the network; a plain attribute, so nothing of it enters the state_dict.
+        self.executor = InferenceExecutor()
+
+    def _check_choice(self, key: str, allowed: tuple[str, ...]) -> None:
+        if self.config[key] not in allowed:
+            raise MriadError(f"model {self.name}: {key} must be one of {', '.join(allowed)}, got {self.config[key]!r}")
+
+    # ---- boxes (overridden by PatchedDDPM) -----------------------------------------------------
+    def grid(self, height: int, width: int) -> torch.Tensor:
+        """Boxes reconstructed at test time, ``(K, 4)``."""
+        return full_box(height, width)
+
+    def training_boxes(
+        self, n: int, height: int, width: int, generator: torch.Generator | None, device: Any
+    ) -> torch.Tensor:
+        return full_box(height, width).to(device).expand(n, 4)
+
+    def patch_loss(self) -> bool:
+        return False
+
+    def loss_normalisation(self) -> str:
+        return "box"
+
+    def noise(self, shape: tuple[int, ...], generator: torch.Generator | None, device: Any) -> torch.Tensor:
+        return self.process.noise(shape, generator, device)
+
+    # ---- training ------------------------------------------------------------------------------
+    def training_loss(self, batch: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
+        """L1 between the predicted and the clean slice, on the noised box (L_p) or everywhere (L_rec).
+
+        Draw order (t, boxes, noise) is fixed: resumed runs replay the same random stream.
+        """
+        x0 = to_model_space(batch.float())
+        n, _, height, width = x0.shape
+        device = x0.device
+        t = self.process.sample_timesteps(n, generator, device)
+        inside = box_masks(self.training_boxes(n, height, width, generator, device), height, width)
+        eps = self.noise(tuple(x0.shape), generator, device)
+        return self.process.training_loss(
+            self._train_forward, x0, t, eps, inside,
+            region_only=self.patch_loss(), normalisation=self.loss_normalisation(),
+        )  # fmt: skip
+
+    def _train_forward(self, x_t: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+        if x_t.device.type == "cuda":  # cuDNN's tensor-core kernels want NHWC
+            x_t = x_t.contiguous(memory_format=torch.channels_last)
+        return self.net(x_t, t)
+
+    # ---- scoring -------------------------------------------------------------------------------
+    def configure_inference(self, **settings: Any) -> DiffusionModel:
+        """Set how :meth:`reconstruct` runs the network (None keeps a setting); returns the model.
+
+        ``precision``: "auto" (bf16 autocast on CUDA, fp32 elsewhere), "fp32" or "bf16".
+        ``channels_last``: NHWC activations and weights (default: on CUDA, where cuDNN's tensor-core
+        kernels want it; off on a CPU: oneDNN's NHWC kernels are 10-20% faster there but round
+        differently, up to 3e-4 on near-empty slices, whose GroupNorm statistics amplify rounding;
+        NCHW keeps CPU results bit-identical to a plain per-box loop).
+        ``compile``: a torch.compile mode ("default", "reduce-overhead" = CUDA graphs,
+        "max-autotune") or "none"; every call of one reconstruction has the same shape, so a compiled
+        network is traced once per chunk size.
+        ``max_chunk``: an upper bound on network inputs per call (default: from free memory).
+        """
+        super().configure_inference(**settings)  # refuses keys outside inference_options
+        self.executor.configure(**settings)
+        return self
+
+    @torch.no_grad()
+    def reconstruct(
+        self, x: torch.Tensor, generator: torch.Generator | None = None, mask: torch.Tensor | None = None
+    ) -> torch.Tensor:
+        """Reconstruct slices ``(N, 1, H, W)`` in [0, 1]: all boxes x all slices, batched, stitched.
+
+        ``generator`` fixes the noise (default: a generator seeded with 0, so results repeat).
+        ``mask`` (N, 1, H, W), optional: boxes without any brain voxel skip the network and keep the
+        input. A pixel inside the mask is only covered by boxes that hold brain, so the map inside the
+        mask is bit-identical with and without the mask: every network call has the same batch size
+        (chosen from N x K, the last call padded) and a sample's output does not depend on its
+        neighbours in a fixed-shape call.
+        """
+        device = next(self.parameters()).device
+        x0 = to_model_space(x.to(device, non_blocking=True).float())
+        n, _, height, width = x0.shape
+        if generator is None:
+            generator = torch.Generator(device=device).manual_seed(0)
+        boxes = self.grid(height, width).to(device)
+        inside = box_masks(boxes, height, width)  # (K, 1, H, W)
+        k = boxes.shape[0]
+        x_t = self.process.noised_at_test(x0, self.noise(tuple(x0.shape), generator, device))
+
+        total = torch.zeros_like(x0)
+        if mask is None:
+            pair_slice = torch.arange(n, device=device).repeat_interleave(k)
+            pair_box = torch.arange(k, device=device).repeat(n)
+        else:
+            needed = boxes_with_brain(boxes, mask.to(device, non_blocking=True).expand(n, 1, height, width))
+            pair_slice, pair_box = needed.nonzero(as_tuple=True)  # row-major: the unmasked order
+            skipped_slice, skipped_box = (~needed).nonzero(as_tuple=True)
+            total.index_add_(0, skipped_slice, x0[skipped_slice] * inside[skipped_box])
+
+        chunk = self.inference_chunk(n * k, height, width)  # from N x K alone: the same with or without a mask
+        t = torch.full((chunk,), self.process.test_index, device=device, dtype=torch.long)
+
+        def make_input(start: int, stop: int) -> torch.Tensor:
+            s = pair_slice[start:stop]
+            return torch.where(inside[pair_box[start:stop]], x_t[s], x0[s])
+
+        def consume(start: int, stop: int, out: torch.Tensor) -> None:
+            # Each prediction counts inside its box only (scatter-add over the pairs' slices).
+            total.index_add_(0, pair_slice[start:stop], out * inside[pair_box[start:stop]])
+
+        self.executor.run(self.net, device, pair_slice.numel(), chunk, make_input, consume, extra=(t,))
+        return from_model_space(total / coverage(inside))
+
+    @torch.no_grad()
+    def reconstruct_volumes(
+        self, volumes: torch.Tensor, generator: torch.Generator | None = None, mask: torch.Tensor | None = None
+    ) -> torch.Tensor:
+        """All the stacks' slices in one :meth:`reconstruct` (with the masks, flattened alike, if given)."""
+        flat_mask = None if mask is None else mask.flatten(0, 1)
+        return self.reconstruct(volumes.flatten(0, 1), generator, mask=flat_mask).unflatten(0, volumes.shape[:2])
+
+    def inference_chunk(self, pairs: int, height: int, width: int) -> int:
+        """Network inputs per call when reconstructing ``pairs`` (slice, box) pairs (see chunk_size)."""
+        user = self.executor.settings.max_chunk
+        if user:  # the user's size replaces the device default, memory permitting
+            limit = min(user, self.max_batch(height, width, cap=4096))
+        else:
+            limit = self.max_batch(height, width)
+        return chunk_size(pairs, limit)
+
+    def max_batch(self, height: int, width: int, memory_bytes: int | None = None, cap: int | None = None) -> int:
+        """Network inputs per call that fit ``memory_bytes`` (at most ``cap``; see runtime.chunk_limit)."""
+        device = next(self.parameters()).device
+        per_input = unet_inference_bytes(height, width, int(self.config["base_channels"]))
+        return chunk_limit(per_input, device, memory_bytes, cap)
