@@ -16,14 +16,11 @@ import json
 from pathlib import Path
 from typing import Any
 
+from mriad.contracts.subject_folder import DONE, OUTPUTS
 from mriad.infra.io import atomic_write_json, remove_temporaries
 
-DONE = "done.json"
+__all__ = ["DONE", "OUTPUTS", "clear_subject", "file_digest", "read_done", "remove_outputs", "write_done"]
 MARKER_VERSION = 1
-# Everything a finished subject folder may hold; a failed subject's are removed again.
-OUTPUTS = (
-    "image.nii.gz", "mask.nii.gz", "seg.nii.gz", "qc.png", "timings.json", "transform.json", "transform.mat", DONE,
-)
 
 
 def file_digest(path: Path) -> dict[str, Any]:

@@ -13,6 +13,7 @@ from typing import Any
 import pandas as pd
 
 from mriad.contracts.manifest import COLUMNS, write_manifest
+from mriad.contracts.subject_folder import finished_markers
 from mriad.preprocess import markers
 from mriad.preprocess.datasets import Problem
 
@@ -24,7 +25,7 @@ FAILURE_COLUMNS = ["subject", "file", "reason", "dataset"]
 def _stored_rows(out: Path, skip_dataset: str) -> list[dict[str, Any]]:
     """Rows of finished subjects of other data sets under OUT (size check only: cheap for thousands)."""
     rows = []
-    for done in sorted(out.glob(f"*/*/{markers.DONE}")):
+    for done in finished_markers(out):
         folder = done.parent
         if folder.parent.name == skip_dataset:
             continue

@@ -18,6 +18,7 @@ from typing import Any
 
 import numpy as np
 
+from mriad.contracts.subject_folder import SubjectFolder, subject_dir
 from mriad.infra.errors import InputError, MriadError
 from mriad.infra.io import Volume, atomic_write_json, write_nifti
 from mriad.preprocess import markers
@@ -39,7 +40,7 @@ class Outcome:
 
 
 def subject_folder(out: Path, dataset: str, subject_id: str) -> Path:
-    return Path(out) / dataset / subject_id
+    return subject_dir(out, dataset, subject_id)
 
 
 def _row(subject: Subject, options: Options, folder: Path, has_seg: bool, warnings: list[str]) -> dict[str, Any]:
@@ -53,9 +54,9 @@ def _row(subject: Subject, options: Options, folder: Path, has_seg: bool, warnin
         "split": "",
         "fold": "",
         "label": subject.label,
-        "image": str(folder / "image.nii.gz"),
-        "mask": str(folder / "mask.nii.gz"),
-        "seg": str(folder / "seg.nii.gz") if has_seg else "",
+        "image": str(SubjectFolder(folder).image),
+        "mask": str(SubjectFolder(folder).mask),
+        "seg": str(SubjectFolder(folder).seg) if has_seg else "",
         "age": "" if subject.age is None else subject.age,
         "sex": subject.sex,
         "source": source,
@@ -89,15 +90,16 @@ def _process(
     folder.mkdir(parents=True, exist_ok=True)
     result = run_steps(image, options, seg, timer)
     with timer.step("write"):
-        written = ["image.nii.gz", "mask.nii.gz"]
-        write_nifti(folder / "image.nii.gz", result.image, result.affine, dtype=np.float32)
-        write_nifti(folder / "mask.nii.gz", result.mask, result.affine, dtype=np.uint8)
+        files = SubjectFolder(folder)
+        written = [files.image.name, files.mask.name]
+        write_nifti(files.image, result.image, result.affine, dtype=np.float32)
+        write_nifti(files.mask, result.mask, result.affine, dtype=np.uint8)
         if result.seg is not None:
-            write_nifti(folder / "seg.nii.gz", result.seg, result.affine, dtype=np.uint8)
-            written.append("seg.nii.gz")
+            write_nifti(files.seg, result.seg, result.affine, dtype=np.uint8)
+            written.append(files.seg.name)
         else:
             with contextlib.suppress(FileNotFoundError):
-                (folder / "seg.nii.gz").unlink()
+                files.seg.unlink()
         # The way back to the scan's own grid (what `mriad detect` maps its outputs through).
         written += write_sidecar(folder, image, options.registration, result.matrix, PIPELINE_REVISION)
     if options.qc:
@@ -105,11 +107,11 @@ def _process(
 
         with timer.step("qc"):
             title = f"{options.dataset} {subject.subject_id}"
-            write_qc(folder / "qc.png", result.image, result.mask, result.seg, title=title)
-            written.append("qc.png")
+            write_qc(files.qc, result.image, result.mask, result.seg, title=title)
+            written.append(files.qc.name)
     timings = {**timer.seconds, "total": round(time.perf_counter() - start, 3)}
-    atomic_write_json(folder / "timings.json", timings)
-    written.append("timings.json")
+    atomic_write_json(files.timings, timings)
+    written.append(files.timings.name)
     row = _row(subject, options, folder, result.seg is not None, result.warnings)
     relative = {k: (Path(v).name if k in ("image", "mask", "seg") and v else v) for k, v in row.items()}
     markers.write_done(

@@ -21,12 +21,11 @@ from typing import Any
 
 import numpy as np
 
+from mriad.contracts.subject_folder import TRANSFORM_JSON, TRANSFORM_MAT
 from mriad.infra.errors import InputError
 from mriad.infra.io import Volume, atomic_path, atomic_write_json
 
-# File names in the subject folder (next to image.nii.gz). The subject-folder contract names them too.
-TRANSFORM_JSON = "transform.json"
-TRANSFORM_MAT = "transform.mat"
+# File names in the subject folder, next to the image (mriad.contracts.subject_folder names them).
 SIDECAR_FILES = (TRANSFORM_JSON, TRANSFORM_MAT)
 SIDECAR_VERSION = 1
 # Registrations whose way back is the recorded affine alone (SyN adds a warp that is not kept).

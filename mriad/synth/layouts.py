@@ -23,6 +23,7 @@ from pathlib import Path
 import numpy as np
 
 from mriad.atlas import EXPECTED_SHAPE, final_grid
+from mriad.contracts.subject_folder import SubjectFolder
 from mriad.synth.anatomy import AtlasArrays
 
 LAYOUTS = ("ixi", "brats", "mslub")
@@ -153,5 +154,5 @@ def truth_paths(out: Path, naming: Naming) -> dict[str, Path]:
 
 
 def preprocessed_paths(out: Path, naming: Naming) -> dict[str, Path]:
-    folder = out / naming.dataset / naming.subject
-    return {"image": folder / "image.nii.gz", "mask": folder / "mask.nii.gz", "seg": folder / "seg.nii.gz"}
+    folder = SubjectFolder.of(out, naming.dataset, naming.subject)
+    return {"image": folder.image, "mask": folder.mask, "seg": folder.seg}
