@@ -130,6 +130,18 @@ class AnomalyModel(nn.Module):
     def anomaly_score(self, x: torch.Tensor, x_hat: torch.Tensor) -> torch.Tensor:
         return (x - x_hat).abs()
 
+    @torch.no_grad()
+    def score_volumes(
+        self, volumes: torch.Tensor, generator: torch.Generator | None = None, mask: torch.Tensor | None = None
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """``(x_hat, score)`` of slice stacks ``(V, S, 1, H, W)``: what the reconstruct stage writes.
+
+        By default :meth:`reconstruct_volumes` then :meth:`anomaly_score`; models whose score needs
+        more than one reconstruction (ensembles, Mahalanobis scoring) override it.
+        """
+        x_hat = self.reconstruct_volumes(volumes, generator, mask=mask)
+        return x_hat, self.anomaly_score(volumes, x_hat)
+
     def max_batch(self, height: int, width: int, memory_bytes: int | None = None) -> int:
         """Slices per network call that fit ``memory_bytes`` (a rough, model-specific estimate)."""
         return 64

@@ -232,8 +232,7 @@ def _reconstruct_group(
     if model.accepts_mask and all(item.mask is not None for item in loaded):
         masks = _upload(torch.stack([volume_to_slices(torch.from_numpy(item.mask)) for item in loaded]), device)
     with torch.inference_mode():
-        x_hat = model.reconstruct_volumes(stack, generator, mask=masks)
-        score = model.anomaly_score(stack, x_hat)
+        x_hat, score = model.score_volumes(stack, generator, mask=masks)
         # One device-to-host copy of the group's results, not one per subject.
         both = torch.stack([x_hat, score]).float().cpu()
     recs = [slices_to_volume(r).numpy() for r in both[0]]
