@@ -35,7 +35,8 @@ def evaluate_command(
     """
     from rich.table import Table
 
-    from mriad.evaluate.run import evaluate, summary_rows
+    from mriad.evaluate.run import evaluate, splits_to_reconstruct, summary_rows
+    from mriad.evaluate.spec import EvalSpec
     from mriad.infra.console import console
     from mriad.infra.device import resolve_device
     from mriad.infra.workspace import latest_run
@@ -44,17 +45,24 @@ def evaluate_command(
         run = latest_run()
         using_default("--run", run)
     device = resolve_device(settings.device)
-    summary = evaluate(
-        run,
-        split,
+    spec = EvalSpec(
+        split=split,
         data=data,
         val_split=val_split,
         fold=fold,
         threshold=threshold,
         threshold_search=threshold_search,
-        device=device,
         figures=figures,
     )
+    manifest, missing = splits_to_reconstruct(run, spec)
+    if missing:
+        from mriad.contracts.run_folder import RunFolder
+        from mriad.reconstruct import reconstruct
+
+        for name in missing:  # evaluation only reads maps: the reconstruct stage makes them
+            info(f"{RunFolder(run).recon_dir(name)}: maps missing, reconstructing them first")
+            reconstruct(run, name, data=manifest, device=str(device))
+    summary = evaluate(run, spec, device=device)
     table = Table(title=f"{summary.get('model') or 'run'} on {split} ({summary['n_subjects']} subjects)")
     table.add_column("metric")
     table.add_column("value", justify="right")

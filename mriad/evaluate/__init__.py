@@ -7,5 +7,7 @@ submodules are usable on their own with tensors on any device.
 from __future__ import annotations
 
 from mriad.evaluate.run import evaluate
+from mriad.evaluate.spec import EvalSpec
+from mriad.evaluate.summary import EvalSummary
 
-__all__ = ["evaluate"]
+__all__ = ["EvalSpec", "EvalSummary", "evaluate"]

@@ -9,10 +9,14 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 
 from mriad.infra.io import atomic_path
+
+if TYPE_CHECKING:  # matplotlib is imported lazily: drawing is the slow, optional part
+    from matplotlib.figure import Figure
 
 # Precision-recall curves of pooled test sets have millions of steps; this many points draw the same line.
 _MAX_CURVE_POINTS = 4000
@@ -36,7 +40,7 @@ def lesion_slice(truth: np.ndarray | None, mask: np.ndarray) -> int:
     return int(np.argmax(np.asarray(source, dtype=bool).sum(axis=(0, 1))))
 
 
-def _save(figure: object, path: Path) -> Path:
+def _save(figure: Figure, path: Path) -> Path:
     from matplotlib.backends.backend_agg import FigureCanvasAgg
 
     FigureCanvasAgg(figure)

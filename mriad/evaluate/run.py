@@ -13,8 +13,7 @@ preprocessed data) are reported in a warning and ignored.
 
 from __future__ import annotations
 
-import math
-from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -23,14 +22,15 @@ import pandas as pd
 import torch
 
 from mriad.contracts.manifest import parse_split_name, read_manifest, select_split
-from mriad.contracts.run_folder import read_run_config, resolve_manifest
+from mriad.contracts.run_folder import RunFolder, read_run_config, resolve_manifest, versions
 from mriad.evaluate import metrics as M
 from mriad.evaluate.figures import Example, example_grid, lesion_slice, pr_curve
 from mriad.evaluate.postprocess import postprocess
-from mriad.evaluate.threshold import SEARCHES, ThresholdResult, find_threshold, fpr_thresholds
-from mriad.evaluate.volumes import SplitVolumes, ensure_recon, load_split, volumes_per_chunk
+from mriad.evaluate.spec import EvalSpec
+from mriad.evaluate.summary import EvalSummary, Stats, nan_to_none
+from mriad.evaluate.threshold import ThresholdResult, find_threshold, fpr_thresholds
+from mriad.evaluate.volumes import SplitVolumes, load_split, missing_recon, require_recon, volumes_per_chunk
 from mriad.infra.console import debug, info, warn
-from mriad.infra.errors import MriadError
 from mriad.infra.io import atomic_write_csv, atomic_write_json, remove_temporaries
 from mriad.infra.locking import folder_lock
 
@@ -50,6 +50,7 @@ CSV_COLUMNS = [
     "lesion_voxels",
     "predicted_voxels",
 ]
+METRIC_NAMES = ("dice", "auprc", "auroc", "oracle_dice", "l1")
 
 
 def default_val_split(split: str) -> str:
@@ -138,175 +139,227 @@ def subject_metrics(volumes: SplitVolumes, maps: torch.Tensor, threshold: float 
     return frame[CSV_COLUMNS]
 
 
-def _stats(values: pd.Series) -> dict[str, Any] | None:
-    finite = values.dropna().to_numpy(dtype=float)
-    if finite.size == 0:
-        return None
-    return {"mean": float(finite.mean()), "std": float(finite.std()), "n": int(finite.size)}
-
-
-def _versions() -> dict[str, str]:
-    import scipy
-
-    from mriad import __version__
-
-    return {"mriad": __version__, "torch": torch.__version__, "numpy": np.__version__, "scipy": scipy.__version__}
-
-
 def _model_name(model: Any) -> Any:
     """The model's name whether config.json stores a name or a dict describing the model."""
     return model.get("name", model) if isinstance(model, dict) else model
 
 
-def _nan_to_none(value: float | None) -> float | None:
-    return None if value is None or (isinstance(value, float) and math.isnan(value)) else value
+@dataclass
+class _Inputs:
+    """What an evaluation reads besides the maps: the run, its manifest rows and fold."""
+
+    run: RunFolder
+    config: dict[str, Any]
+    manifest: Path
+    frame: pd.DataFrame
+    fold: int
+    rows: pd.DataFrame
+
+
+def _inputs(run: Path, spec: EvalSpec) -> _Inputs:
+    config = read_run_config(run)
+    manifest = resolve_manifest(run, config, spec.data)
+    frame = read_manifest(manifest)
+    fold = spec.fold if spec.fold is not None else config.get("fold")
+    fold = int(fold if fold is not None else 0)
+    return _Inputs(RunFolder(run), config, manifest, frame, fold, select_split(frame, spec.split, fold))
+
+
+def _val_split_name(spec: EvalSpec, rows: pd.DataFrame) -> str | None:
+    """The split the threshold is searched on; None when none is needed (fixed, or a healthy split)."""
+    has_lesions = bool((rows["label"].astype(int) == 1).any())
+    if spec.threshold is not None or not (has_lesions or spec.val_split is not None):
+        return None
+    return spec.val_split or default_val_split(spec.split)
+
+
+def splits_to_reconstruct(run: Path, spec: EvalSpec | str, **settings: Any) -> tuple[Path, list[str]]:
+    """The manifest and the splits whose maps :func:`evaluate` would read but are (partly) missing.
+
+    `mriad evaluate` runs `mriad.reconstruct` on these first; a Python user calls
+    ``mriad.reconstruct.reconstruct(run, split, data=manifest)`` for each, then :func:`evaluate`.
+    """
+    spec = EvalSpec.of(spec, **settings)
+    inputs = _inputs(Path(run).resolve(), spec)
+    needed = [(spec.split, inputs.rows)]
+    val_name = _val_split_name(spec, inputs.rows)
+    if val_name is not None and val_name != spec.split:
+        needed.append((val_name, select_split(inputs.frame, val_name, inputs.fold)))
+    return inputs.manifest, [name for name, rows in needed if missing_recon(inputs.run.root, name, rows)]
 
 
 def evaluate(
-    run: Path,
-    split: str,
-    *,
-    data: Path | None = None,
-    val_split: str | None = None,
-    fold: int | None = None,
-    threshold: float | None = None,
-    threshold_search: str = "exact",
-    device: str | torch.device = "cpu",
-    make_missing: Callable | None = None,
-    figures: bool = True,
+    run: Path, spec: EvalSpec | str, /, *, device: str | torch.device = "cpu", **settings: Any
 ) -> dict[str, Any]:
     """Evaluate a run on a split; write per-subject metrics, the summary and figures; return the summary.
 
-    Subjects whose files are refused (unreadable, empty mask, segmentation with labels other than 0/1
-    or on another grid) are left out, listed in ``eval/<split>/failures.csv`` and in the summary's
-    ``failures``; the command then exits with 1. The threshold comes from the readable validation
-    subjects (their failures are listed too).
+    ``spec`` is an :class:`EvalSpec`, or a split name with the spec's fields as keywords
+    (``evaluate(run, "brats-test", threshold_search="bisection")``). The maps must exist (make them
+    with `mriad.reconstruct`; `mriad evaluate` does so itself): a split without any is refused, a
+    subject without them is a failure.
+
+    Subjects whose files are refused (unreadable, missing maps, empty mask, segmentation with labels
+    other than 0/1 or on another grid) are left out, listed in ``eval/<split>/failures.csv`` and in the
+    summary's ``failures``; the command then exits with 1. The threshold comes from the readable
+    validation subjects (their failures are listed too).
 
     Lesion splits get Dice (at the validation threshold), AUPRC, AUROC and oracle Dice; healthy
-    splits get l1 and the thresholds at 1/5/10 % false-positive rate. ``make_missing(run, split,
-    data=..., device=...)`` produces absent reconstructions (default: `mriad.reconstruct`).
+    splits get l1 and the thresholds at 1/5/10 % false-positive rate.
     """
+    spec = EvalSpec.of(spec, **settings)
     run = Path(run).resolve()
-    if threshold_search not in SEARCHES:
-        raise MriadError(f"--threshold-search {threshold_search!r}: expected one of {', '.join(SEARCHES)}")
-    config = read_run_config(run)
-    parse_split_name(split)
+    folder = RunFolder(run)
+    read_run_config(run)
     # One writer per eval/<split>: a second evaluation of the same split is refused, not interleaved.
-    with folder_lock(run / "eval" / split, f"evaluate {split}"):
-        remove_temporaries(run / "eval" / split / "figures")  # a killed run's half-drawn figures
-        return _evaluate(
-            run, split, config, data=data, val_split=val_split, fold=fold, threshold=threshold,
-            threshold_search=threshold_search, device=torch.device(device), make_missing=make_missing,
-            figures=figures,
-        )
+    with folder_lock(folder.eval_dir(spec.split), f"evaluate {spec.split}"):
+        remove_temporaries(folder.figures(spec.split))  # a killed run's half-drawn figures
+        return _evaluate(_inputs(run, spec), spec, torch.device(device)).to_json()
 
 
-def _evaluate(
-    run: Path,
-    split: str,
-    config: dict[str, Any],
-    *,
-    data: Path | None,
-    val_split: str | None,
-    fold: int | None,
-    threshold: float | None,
-    threshold_search: str,
-    device: torch.device,
-    make_missing: Callable | None,
-    figures: bool,
-) -> dict[str, Any]:
-    manifest_path = resolve_manifest(run, config, data)
-    frame = read_manifest(manifest_path)
-    fold = int(fold if fold is not None else (config.get("fold") if config.get("fold") is not None else 0))
+@dataclass
+class _SplitMaps:
+    volumes: SplitVolumes
+    maps: torch.Tensor
 
-    rows = select_split(frame, split, fold)
-    ensure_recon(run, split, rows, data=manifest_path, device=str(device), make_missing=make_missing)
+
+def _load_maps(inputs: _Inputs, split: str, rows: pd.DataFrame, device: torch.device, failures: list) -> _SplitMaps:
+    require_recon(inputs.run.root, split, rows)
+    volumes = load_split(inputs.run.root, split, rows, failures=failures)
+    return _SplitMaps(volumes, postprocess_split(volumes, device))
+
+
+def _evaluate(inputs: _Inputs, spec: EvalSpec, device: torch.device) -> EvalSummary:
+    """Threshold -> metrics -> summary -> files."""
     failures: list[tuple[str, str]] = []
-    volumes = load_split(run, split, rows, failures=failures)
-    info(f"evaluating {len(volumes)} subject(s) of {split} on {device}")
-    maps = postprocess_split(volumes, device)
-    has_lesions = bool((volumes.labels == 1).any())
+    test = _load_maps(inputs, spec.split, inputs.rows, device, failures)
+    info(f"evaluating {len(test.volumes)} subject(s) of {spec.split} on {device}")
+    chosen, val_name = _threshold_step(inputs, spec, test, device, failures)
+    table = subject_metrics(test.volumes, test.maps, None if chosen is None else chosen.threshold)
+    split_level = _split_metrics(test)
+    summary = _summarise(inputs, spec, device, test, chosen, val_name, table, split_level, failures)
+    _write(inputs.run, spec, summary, test, table, chosen, split_level, failures)
+    return summary
 
-    chosen: ThresholdResult | None = None
-    val_name: str | None = None
-    if threshold is not None:
-        chosen = ThresholdResult(float(threshold), float("nan"), "fixed")
-    elif has_lesions or val_split is not None:
-        val_name = val_split or default_val_split(split)
-        if val_name == split:
-            val_volumes, val_maps = volumes, maps
-        else:
-            val_rows = select_split(frame, val_name, fold)
-            ensure_recon(run, val_name, val_rows, data=manifest_path, device=str(device), make_missing=make_missing)
-            val_volumes = load_split(run, val_name, val_rows, failures=failures)
-            val_maps = postprocess_split(val_volumes, device)
-        chosen = choose_threshold(val_volumes, val_maps, threshold_search)
-        debug(f"threshold {chosen.threshold:.6g} ({chosen.method}) reaches Dice {chosen.dice:.4f} on {val_name}")
-        del val_maps
 
-    table = subject_metrics(volumes, maps, None if chosen is None else chosen.threshold)
-    lesion = volumes.labels == 1
-    healthy = ~lesion
-    pooled_auprc = None
-    out = run / "eval" / split
+def _threshold_step(
+    inputs: _Inputs, spec: EvalSpec, test: _SplitMaps, device: torch.device, failures: list
+) -> tuple[ThresholdResult | None, str | None]:
+    """The binarisation threshold: fixed, or Dice-maximising on the pooled validation voxels."""
+    if spec.threshold is not None:
+        return ThresholdResult(float(spec.threshold), float("nan"), "fixed"), None
+    has_lesions = bool((test.volumes.labels == 1).any())
+    if not (has_lesions or spec.val_split is not None):
+        return None, None
+    val_name = spec.val_split or default_val_split(spec.split)
+    if val_name == spec.split:
+        val = test
+    else:
+        val = _load_maps(inputs, val_name, select_split(inputs.frame, val_name, inputs.fold), device, failures)
+    chosen = choose_threshold(val.volumes, val.maps, spec.threshold_search)
+    debug(f"threshold {chosen.threshold:.6g} ({chosen.method}) reaches Dice {chosen.dice:.4f} on {val_name}")
+    return chosen, val_name
+
+
+@dataclass
+class _SplitLevel:
+    """Metrics of the split as a whole (pooled voxels), not per subject."""
+
+    curve: M.PRCurve | None
+    fpr: dict[str, float] | None
+
+
+def _split_metrics(test: _SplitMaps) -> _SplitLevel:
+    lesion = test.volumes.labels == 1
+    curve = None
     if lesion.any():
-        curve = M.precision_recall_curve(*_pooled(volumes, maps, lesion), max_points=PR_CURVE_POINTS)
-        pooled_auprc = _nan_to_none(curve.auprc)
-        if figures and pooled_auprc is not None:
-            pr_curve(out / "figures" / "pr_curve.png", curve.precision, curve.recall, pooled_auprc, title=split)
+        curve = M.precision_recall_curve(*_pooled(test.volumes, test.maps, lesion), max_points=PR_CURVE_POINTS)
     fpr = None
-    if healthy.any():
-        fpr = fpr_thresholds(_pooled(volumes, maps, healthy)[0], FPR_RATES)
+    if (~lesion).any():
+        fpr = fpr_thresholds(_pooled(test.volumes, test.maps, ~lesion)[0], FPR_RATES)
+    return _SplitLevel(curve, fpr)
 
-    summary: dict[str, Any] = {
-        "run": str(run),
-        "model": _model_name(config.get("model")),
-        "fold": fold,
-        "split": split,
-        "val_split": val_name,
-        "threshold": None if chosen is None else chosen.threshold,
-        "threshold_search": None if chosen is None else chosen.method,
-        "threshold_val_dice": None if chosen is None else _nan_to_none(chosen.dice),
-        "n_subjects": len(volumes),
-        "failures": [{"subject_id": subject, "reason": reason} for subject, reason in failures],
-        "metrics": {
-            name: stats
-            for name in ("dice", "auprc", "auroc", "oracle_dice", "l1")
-            if (stats := _stats(table[name])) is not None
-        },
-        "pooled_auprc": pooled_auprc,
-        "fpr_thresholds": fpr,
-        "settings": {
-            "data": str(manifest_path),
-            "device": str(device),
-            "erosion_iterations": EROSION_ITERATIONS,
-            "erosion": "2D per axial slice, 4-neighbour cross, border counts as background",
-            "median_size": MEDIAN_SIZE,
-            "median_boundary": "reflect (scipy default)",
-            "domain": "brain mask (uneroded)",
-            "prediction": "score >= threshold, inside the brain mask",
-            "min_component_voxels": M.MIN_COMPONENT_VOXELS,
-            "connectivity": M.CONNECTIVITY,
-            "empty_dice": "NaN (both empty), excluded from means",
-            "std": "population (ddof=0) over subjects with a value",
-        },
-        "versions": _versions(),
-        "outputs": {"per_subject": str(out / "per_subject.csv"), "summary": str(out / "summary.json")},
+
+def _settings(manifest: Path, device: torch.device) -> dict[str, Any]:
+    return {
+        "data": str(manifest),
+        "device": str(device),
+        "erosion_iterations": EROSION_ITERATIONS,
+        "erosion": "2D per axial slice, 4-neighbour cross, border counts as background",
+        "median_size": MEDIAN_SIZE,
+        "median_boundary": "reflect (scipy default)",
+        "domain": "brain mask (uneroded)",
+        "prediction": "score >= threshold, inside the brain mask",
+        "min_component_voxels": M.MIN_COMPONENT_VOXELS,
+        "connectivity": M.CONNECTIVITY,
+        "empty_dice": "NaN (both empty), excluded from means",
+        "std": "population (ddof=0) over subjects with a value",
     }
-    atomic_write_csv(out / "per_subject.csv", table)
-    failures_csv = out / "failures.csv"
+
+
+def _summarise(
+    inputs: _Inputs,
+    spec: EvalSpec,
+    device: torch.device,
+    test: _SplitMaps,
+    chosen: ThresholdResult | None,
+    val_name: str | None,
+    table: pd.DataFrame,
+    split_level: _SplitLevel,
+    failures: list[tuple[str, str]],
+) -> EvalSummary:
+    """The one place the summary is assembled (its schema: :class:`EvalSummary`)."""
+    metrics = {name: stats for name in METRIC_NAMES if (stats := Stats.of(table[name])) is not None}
+    return EvalSummary(
+        run=str(inputs.run.root),
+        model=_model_name(inputs.config.get("model")),
+        fold=inputs.fold,
+        split=spec.split,
+        val_split=val_name,
+        threshold=None if chosen is None else chosen.threshold,
+        threshold_search=None if chosen is None else chosen.method,
+        threshold_val_dice=None if chosen is None else chosen.dice,
+        n_subjects=len(test.volumes),
+        failures=[{"subject_id": subject, "reason": reason} for subject, reason in failures],
+        metrics=metrics,
+        pooled_auprc=None if split_level.curve is None else nan_to_none(split_level.curve.auprc),
+        fpr_thresholds=split_level.fpr,
+        settings=_settings(inputs.manifest, device),
+        versions=versions(),
+        outputs={
+            "per_subject": str(inputs.run.per_subject(spec.split)),
+            "summary": str(inputs.run.summary(spec.split)),
+        },
+    )
+
+
+def _write(
+    run: RunFolder,
+    spec: EvalSpec,
+    summary: EvalSummary,
+    test: _SplitMaps,
+    table: pd.DataFrame,
+    chosen: ThresholdResult | None,
+    split_level: _SplitLevel,
+    failures: list[tuple[str, str]],
+) -> None:
+    """per_subject.csv, failures.csv, figures, then summary.json (last: it names the others)."""
+    atomic_write_csv(run.per_subject(spec.split), table)
+    failures_csv = run.eval_failures(spec.split)
     if failures:
         atomic_write_csv(failures_csv, pd.DataFrame(failures, columns=["subject_id", "reason"]))
-        summary["outputs"]["failures"] = str(failures_csv)
+        summary.outputs["failures"] = str(failures_csv)
         for subject, reason in failures:
             warn(f"{subject}: {reason}")
     else:
         failures_csv.unlink(missing_ok=True)  # an earlier run's failures are fixed now
-    if figures:
-        summary["outputs"]["figures"] = str(out / "figures")
-        _examples(out / "figures" / "examples.png", volumes, maps, table, chosen)
-    atomic_write_json(out / "summary.json", summary)
-    return summary
+    if spec.figures:
+        figures = run.figures(spec.split)
+        curve = split_level.curve
+        if curve is not None and summary.pooled_auprc is not None:
+            pr_curve(figures / "pr_curve.png", curve.precision, curve.recall, summary.pooled_auprc, title=spec.split)
+        summary.outputs["figures"] = str(figures)
+        _examples(figures / "examples.png", test.volumes, test.maps, table, chosen)
+    atomic_write_json(run.summary(spec.split), summary.to_json())
 
 
 def _examples(

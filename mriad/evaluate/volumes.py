@@ -9,7 +9,6 @@ that does not is refused by name rather than silently resampled.
 from __future__ import annotations
 
 import os
-from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
@@ -19,14 +18,14 @@ import pandas as pd
 import torch
 
 from mriad.contracts.data import read_masks
+from mriad.contracts.run_folder import RunFolder
 from mriad.infra.errors import InputError, MriadError
 from mriad.infra.io import read_nifti
 
 
 def recon_files(run: Path, split: str, subject: str) -> tuple[Path, Path]:
     """Where `mriad reconstruct` writes a subject's reconstruction and score map."""
-    folder = Path(run) / "recon" / split
-    return folder / f"{subject}_rec.nii.gz", folder / f"{subject}_score.nii.gz"
+    return RunFolder(run).recon_files(split, subject)
 
 
 def missing_recon(run: Path, split: str, rows: pd.DataFrame) -> list[str]:
@@ -39,29 +38,20 @@ def missing_recon(run: Path, split: str, rows: pd.DataFrame) -> list[str]:
     return missing
 
 
-def ensure_recon(
-    run: Path, split: str, rows: pd.DataFrame, *, data: Path, device: str, make_missing: Callable | None
-) -> None:
-    """Reconstruct the split when some of its maps are missing (once), then insist they all exist."""
-    if not missing_recon(run, split, rows):
-        return
-    if make_missing is None:
-        try:
-            from mriad.reconstruct import reconstruct as make_missing
-        except ImportError as exc:  # the module, or the function in it, has not landed yet
-            if isinstance(exc, ModuleNotFoundError) and not str(exc.name or "").startswith("mriad.reconstruct"):
-                raise
-            raise MriadError(
-                f"{run}/recon/{split}: reconstructions are missing; run "
-                f"`mriad reconstruct --run {run} --split {split}` first"
-            ) from None
-    make_missing(run, split, data=data, device=device)
-    still = missing_recon(run, split, rows)
-    # Some subjects without maps (their scans were refused by `reconstruct`) are reported one by one
-    # when the split is loaded; a split without any map is an error of its own.
-    if still and len(still) == len(rows):
-        rec, _ = recon_files(run, split, still[0])
-        raise InputError(rec, f"missing after reconstruction ({len(still)} subject(s) of {split} lack maps)")
+def require_recon(run: Path, split: str, rows: pd.DataFrame) -> None:
+    """Refuse a split without any map; subjects missing only theirs become failures when loaded.
+
+    Evaluation only reads maps: making them is `mriad reconstruct`'s job (`mriad evaluate` runs it
+    for missing maps before evaluating; some subjects may stay without maps when their scans were
+    refused there).
+    """
+    missing = missing_recon(run, split, rows)
+    if missing and len(missing) == len(rows):
+        rec, _ = recon_files(run, split, missing[0])
+        raise InputError(
+            rec, f"missing ({len(missing)} subject(s) of {split} lack maps): run `mriad reconstruct --run {run} "
+            f"--split {split}` first"
+        )
 
 
 @dataclass
@@ -87,6 +77,9 @@ class SplitVolumes:
 def _read_subject(run: Path, split: str, row: pd.Series) -> dict:
     subject = str(row["subject_id"])
     rec_path, score_path = recon_files(run, split, subject)
+    for path in (rec_path, score_path):
+        if not path.is_file():
+            raise InputError(path, f"missing: run `mriad reconstruct --run {run} --split {split}`")
     image = read_nifti(row["image"], allow_empty=True)
     mask, seg = read_masks(image, row["mask"], row["seg"], require_mask=True)
     if seg is None:

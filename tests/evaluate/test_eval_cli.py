@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import sys
 from pathlib import Path
 
 import numpy as np
@@ -90,6 +89,7 @@ def test_evaluate_lesion_split_end_to_end(cli, fake_run: Path) -> None:
     assert (table["auroc"] > 0.95).all() and (table["oracle_dice"] >= table["dice"] - 1e-9).all()
     summary = json.loads((out / "summary.json").read_text())
     assert summary["val_split"] == "brats-val" and summary["threshold_search"] == "exact"
+    assert summary["schema_version"] == 1
     assert 0.04 < summary["threshold"] < 0.6 and summary["n_subjects"] == 4
     assert summary["metrics"]["dice"]["mean"] == pytest.approx(table["dice"].mean())
     assert summary["pooled_auprc"] > 0.9 and summary["versions"]["mriad"]
@@ -133,20 +133,32 @@ def test_evaluate_healthy_split_json_and_bisection(cli, fake_run: Path) -> None:
 
 
 def test_missing_reconstructions(cli, fake_run: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """evaluate() only reads maps; `mriad evaluate` runs the reconstruct stage for missing ones first."""
+    import mriad.reconstruct
     from mriad.evaluate import evaluate
+    from mriad.evaluate.run import splits_to_reconstruct
+    from mriad.infra.errors import InputError
 
-    score = fake_run / "recon" / "brats-test" / "BT1_score.nii.gz"
-    saved = score.read_bytes()
-    score.unlink()
-    monkeypatch.setitem(sys.modules, "mriad.reconstruct", None)  # the reconstruct stage has not landed
-    result = cli("--device", "cpu", "evaluate", "--run", fake_run, "--split", "brats-test")
-    assert result.exit_code == 1 and "mriad reconstruct --run" in result.output
+    folder = fake_run / "recon" / "brats-test"
+    saved = {path.name: path.read_bytes() for path in folder.iterdir()}
+    (folder / "BT1_score.nii.gz").unlink()
+    assert splits_to_reconstruct(fake_run, "brats-test")[1] == ["brats-test"]
+    summary = evaluate(fake_run, "brats-test", figures=False)  # one subject without maps: a failure
+    assert summary["n_subjects"] == 3 and [f["subject_id"] for f in summary["failures"]] == ["BT1"]
+    for path in folder.iterdir():
+        path.unlink()
+    with pytest.raises(InputError, match="mriad reconstruct --run"):
+        evaluate(fake_run, "brats-test", figures=False)
 
     calls = []
 
-    def make_missing(run: Path, split: str, *, data: Path, device: str) -> None:
+    def reconstruct(run: Path, split: str, *, data: Path, device: str) -> None:
         calls.append(split)
-        score.write_bytes(saved)
+        for name, content in saved.items():
+            (folder / name).write_bytes(content)
 
-    summary = evaluate(fake_run, "brats-test", make_missing=make_missing, figures=False)
-    assert calls == ["brats-test"] and summary["n_subjects"] == 4
+    monkeypatch.setattr(mriad.reconstruct, "reconstruct", reconstruct)
+    result = cli("--device", "cpu", "evaluate", "--run", fake_run, "--split", "brats-test", "--no-figures")
+    assert result.exit_code == 0, result.output
+    assert calls == ["brats-test"] and "reconstructing them first" in result.output
+    assert json.loads((fake_run / "eval" / "brats-test" / "summary.json").read_text())["n_subjects"] == 4

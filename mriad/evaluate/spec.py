@@ -1,0 +1,49 @@
+"""What to evaluate and how: one typed record shared by `mriad evaluate` and :func:`mriad.evaluate.evaluate`."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, fields, replace
+from pathlib import Path
+from typing import Any
+
+from mriad.contracts.manifest import parse_split_name
+from mriad.evaluate.threshold import SEARCHES
+from mriad.infra.errors import MriadError
+
+
+@dataclass(frozen=True)
+class EvalSpec:
+    """The settings of one evaluation of a run on ``split``.
+
+    ``data`` overrides the run's manifest and ``fold`` its fold. ``threshold`` fixes the binarisation
+    threshold; otherwise it is searched (``threshold_search``: exact or the reference's bisection) on
+    ``val_split`` (default: the same data set's val split). ``figures`` draws examples and the PR curve.
+    """
+
+    split: str
+    data: Path | None = None
+    val_split: str | None = None
+    fold: int | None = None
+    threshold: float | None = None
+    threshold_search: str = "exact"
+    figures: bool = True
+
+    def __post_init__(self) -> None:
+        if self.threshold_search not in SEARCHES:
+            raise MriadError(f"--threshold-search {self.threshold_search!r}: expected one of {', '.join(SEARCHES)}")
+        parse_split_name(self.split)
+        if self.val_split is not None:
+            parse_split_name(self.val_split)
+        if self.data is not None:
+            object.__setattr__(self, "data", Path(self.data))
+
+    @classmethod
+    def of(cls, spec: EvalSpec | str, **changes: Any) -> EvalSpec:
+        """A spec from a spec (fields in ``changes`` replaced) or from a split name and keywords."""
+        known = {f.name for f in fields(cls)}
+        unknown = sorted(set(changes) - known)
+        if unknown:
+            raise MriadError(f"evaluate: unknown setting(s) {', '.join(unknown)}; expected {', '.join(sorted(known))}")
+        if isinstance(spec, EvalSpec):
+            return replace(spec, **changes)
+        return cls(split=spec, **changes)
