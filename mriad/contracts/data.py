@@ -17,6 +17,9 @@ from mriad.contracts.manifest import blank
 from mriad.infra.errors import InputError
 from mriad.infra.io import Volume, check_labels, check_same_grid, read_nifti
 
+# float32 rounding of a value written as 0 or 1 stays far inside this.
+_RANGE_SLACK = 1e-5
+
 
 def volume_to_slices(volume: torch.Tensor) -> torch.Tensor:
     """``(X, Y, Z)`` -> ``(Z, 1, X, Y)``."""
@@ -58,6 +61,20 @@ def read_masks(
     return mask, seg
 
 
+def check_intensity_range(volume: Volume) -> None:
+    """Refuse a scan outside the preprocessed contract [0, 1] (docs/CONTRACTS.md).
+
+    Models are built for inputs in [0, 1] (diffusion rescales to [-1, 1]); a raw scan given where a
+    preprocessed one belongs trains to NaN or scores nonsense instead of failing, so it is refused on load.
+    """
+    low, high = float(volume.data.min()), float(volume.data.max())
+    if low < -_RANGE_SLACK or high > 1 + _RANGE_SLACK:
+        raise InputError(
+            volume.path, f"intensities span [{low:.4g}, {high:.4g}], outside the preprocessed range [0, 1]: "
+            "give scans written by `mriad preprocess` (or normalised to [0, 1])"
+        )
+
+
 @dataclass
 class SplitData:
     """Volumes of one split, stacked: images ``(V, X, Y, Z)`` float32, masks/segs uint8 or None."""
@@ -76,6 +93,7 @@ def load_volumes(rows: pd.DataFrame, *, with_seg: bool = False, device: Any = "c
     reference_shape: Sequence[int] | None = None
     for row in rows.itertuples(index=False):
         image = read_nifti(row.image)
+        check_intensity_range(image)
         if reference_shape is None:
             reference_shape = image.shape
         elif image.shape != tuple(reference_shape):

@@ -180,6 +180,27 @@ def _remove_if_empty(folders: list[Path]) -> None:
             return
 
 
+def refuse_live_locks(folder: str | Path, why: str) -> None:
+    """Raise LockError if a live process (other than this one) holds any lock file under ``folder``.
+
+    For whoever deletes a tree (``train --force``): a running ``evaluate`` or ``reconstruct`` holds its
+    ``eval/<split>`` or ``recon/<split>`` lock, and removing the folder under it would leave the old
+    model's maps and metrics beside the new weights. Locks this process holds are its own business.
+    """
+    folder = Path(folder)
+    if not folder.is_dir():
+        return
+    for path in sorted(folder.rglob(LOCK_NAME + "*")):
+        if not path.is_file() or str(path.resolve()) in _HELD:
+            continue
+        holder = _probe(path)
+        if holder is not None:
+            raise LockError(
+                f"{path.parent}: in use by process {holder.get('pid', '?')} ({holder.get('purpose', 'writing')}); "
+                f"{why}: wait for it to finish, or remove {path} if that process is gone"
+            )
+
+
 # --- Several writers in one folder: shards (issue 20) -------------------------------------------------
 #
 # Shards of one stage (a Slurm array) write disjoint subjects into the same folder at the same time.

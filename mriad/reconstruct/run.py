@@ -19,6 +19,7 @@ import numpy as np
 import pandas as pd
 import torch
 
+from mriad.contracts.data import check_intensity_range
 from mriad.contracts.manifest import read_manifest, select_split
 from mriad.contracts.run_folder import (
     RunFolder,
@@ -32,7 +33,7 @@ from mriad.contracts.run_folder import (
 from mriad.infra.console import info, track, warn
 from mriad.infra.errors import InputError, MriadError
 from mriad.infra.io import atomic_write_csv, read_nifti, write_nifti
-from mriad.infra.locking import folder_lock
+from mriad.infra.locking import folder_lock, shard_lock
 
 
 @dataclass
@@ -56,13 +57,9 @@ class ReconstructResult:
 def parse_shard(text: str | None) -> tuple[int, int] | None:
     """``"1/4"`` -> (1, 4); ``None`` -> the torchrun rank/world size when launched by torchrun."""
     if text:
-        try:
-            index, count = (int(v) for v in text.split("/"))
-        except ValueError:
-            raise MriadError(f"--shard {text!r}: expected i/n, e.g. 0/4") from None
-        if not 0 <= index < count:
-            raise MriadError(f"--shard {text!r}: i must be in 0..n-1")
-        return index, count
+        from mriad.infra.shards import parse_shard as parse
+
+        return parse(text)
     world = int(os.environ.get("WORLD_SIZE", "1"))
     if world > 1:
         return int(os.environ.get("RANK", "0")), world
@@ -113,6 +110,7 @@ def _load_group(rows: list[Any], use_mask: bool) -> tuple[list[_Loaded], list[tu
     for row in rows:
         try:
             image = read_nifti(row.image)
+            check_intensity_range(image)
             loaded.append(_Loaded(row, image, _read_mask(row, image) if use_mask else None))
         except InputError as exc:
             failed.append((str(row.subject_id), str(exc)))
@@ -143,21 +141,37 @@ def reconstruct(
     A model without such settings refuses non-default ones rather than silently ignoring them.
     """
 
+    if isinstance(volumes_per_batch, bool) or not isinstance(volumes_per_batch, int) or volumes_per_batch < 1:
+        raise MriadError(f"--volumes-per-batch {volumes_per_batch!r}: must be a whole number of at least 1")
+    if fold is not None and (isinstance(fold, bool) or not isinstance(fold, int) or fold < 0):
+        raise MriadError(f"--fold {fold!r}: must be a whole number of at least 0")
     run = Path(run)
     rows, _ = split_rows(run, split, Path(data) if data else None, fold)
     shard_spec = parse_shard(shard) if not isinstance(shard, tuple) else shard
-    if shard_spec is not None:
-        rows = rows.iloc[shard_spec[0] :: shard_spec[1]]
     out = RunFolder(run).recon_dir(split)
-    with folder_lock(out, f"reconstruct {split}"):
+    if shard_spec is None:
+        lock = folder_lock(out, f"reconstruct {split}")
+    else:  # shards of one split run side by side (a Slurm array): each locks only its own part
+        rows = rows.iloc[shard_positions(len(rows), volumes_per_batch, shard_spec)]
+        lock = shard_lock(out, *shard_spec, f"reconstruct {split} shard {shard_spec[0]}/{shard_spec[1]}")
+    with lock:
         return _reconstruct_rows(
-            run, rows, out, split, device, force, volumes_per_batch, which, seed, skip_empty_boxes, inference
+            run, rows, out, split, device, force, volumes_per_batch, which, seed, skip_empty_boxes, inference,
+            shard=shard_spec,
         )
+
+
+def shard_positions(count: int, volumes_per_batch: int, shard: tuple[int, int]) -> list[int]:
+    """Rows of shard ``(i, n)``: whole groups i, i+n, ... of the split, so that each group (and its
+    seed) is the one an unsharded run with the same ``volumes_per_batch`` computes: the same maps."""
+    index, shards = shard
+    return [row for row in range(count) if (row // volumes_per_batch) % shards == index]
 
 
 def _reconstruct_rows(
     run: Path, rows: pd.DataFrame, out: Path, split: str, device: Any, force: bool, volumes_per_batch: int,
     which: str, seed: int, use_mask: bool = True, inference: dict[str, Any] | None = None,
+    shard: tuple[int, int] | None = None,
 ) -> ReconstructResult:
     from mriad.models.registry import load_run_model
 
@@ -175,7 +189,8 @@ def _reconstruct_rows(
     # only its missing subjects are written. A resumed run then writes what an uninterrupted one would.
     everything = list(rows.itertuples(index=False))
     all_groups = [everything[i : i + volumes_per_batch] for i in range(0, len(everything), volumes_per_batch)]
-    groups = [(number, group) for number, group in enumerate(all_groups)
+    first, step = shard or (0, 1)  # a shard's k-th group is group first + k * step of the whole split
+    groups = [(first + number * step, group) for number, group in enumerate(all_groups)
               if any(str(row.subject_id) not in done for row in group)]
     start = time.perf_counter()
     if groups:
@@ -201,6 +216,10 @@ def _reconstruct_rows(
                     subject = str(item.row.subject_id)
                     if subject in done:
                         continue  # computed only for its group's noise; its files are already there
+                    bad = _non_finite(rec, score)
+                    if bad:  # NaN weights or an overflow: a failure of the subject, never a map
+                        result.failures.append((subject, f"{item.row.image}: {bad}"))
+                        continue
                     maps = (run, split, subject, rec, score, item.image.affine)
                     pending_writes.append(pool.submit(_write_recorded, *maps, inputs.get(subject), item.row, record))
                     result.written.append(subject)
@@ -209,10 +228,24 @@ def _reconstruct_rows(
     result.seconds = time.perf_counter() - start
     if result.failures:
         failures = pd.DataFrame(result.failures, columns=["subject_id", "reason"])
-        atomic_write_csv(RunFolder(run).recon_failures(split), failures)
+        path = RunFolder(run).recon_failures(split)
+        if shard is not None:  # each shard its own list: shards finish in any order
+            path = path.with_name(f"{path.stem}.{shard[0]}-of-{shard[1]}{path.suffix}")
+        atomic_write_csv(path, failures)
         for subject, reason in result.failures:
             warn(f"{subject}: {reason}")
     return result
+
+
+def _non_finite(rec: np.ndarray, score: np.ndarray) -> str:
+    """Why a subject's maps cannot be written ("" when every voxel of both is finite)."""
+    counts = [int(array.size - np.count_nonzero(np.isfinite(array))) for array in (rec, score)]
+    if not any(counts):
+        return ""
+    return (
+        f"reconstruction has {counts[0]} and score map {counts[1]} NaN/Inf voxels (non-finite checkpoint "
+        "weights?); nothing written"
+    )
 
 
 def _upload(array: torch.Tensor, device: torch.device) -> torch.Tensor:

@@ -121,7 +121,14 @@ class _Trainer:
 
     def _run(self) -> FitResult:
         run = self.run_folder
-        existing = self._on_main(lambda: check_out_folder(run, self.name, resume=self.resume, force=self.force))
+        # --force replaces the old run only once everything it needs is validated (manifest, splits,
+        # files, options, model): a mistyped --data must not cost the old checkpoints. Until then the
+        # folder is only checked (same model, a run folder), as a resume would check it.
+        existing = self._on_main(
+            lambda: check_out_folder(run, self.name, resume=self.resume or self.force, force=False)
+        )
+        if self.force:
+            existing = None
         options = self._resolve_options(existing)
         if self.deterministic:
             from mriad.infra.device import set_deterministic
@@ -134,6 +141,10 @@ class _Trainer:
 
         if not self.cls.trainable:
             if self.env.is_main:
+                from mriad.contracts.manifest import read_manifest
+
+                read_manifest(self.data)
+                self._replace_old_run(run)
                 self._write_config(run, options)
                 info(f"{self.name} has nothing to train: wrote {run.config}")
             return FitResult(run.root, self.cls(**options), 0, 0, None, True)
@@ -147,18 +158,47 @@ class _Trainer:
 
         state = self._load_state(run, existing)
         if state is not None:
-            model.load_state_dict(state["state_dict"])
-            for optimizer, saved in zip(optimizers, state["optimizers"], strict=True):
-                optimizer.load_state_dict(saved)
+            self._restore_weights(run, model, optimizers, state, options)
+        loop = TrainingLoop(self, model, optimizers, options, train_data, val_data)
+        loop.restore(state, read_metrics(run) if (state is not None and self.env.is_main) else [])
+        # Written only now, when nothing is left to refuse: a refused start leaves no config.json
+        # that would make the rerun look like a run to --resume.
         created = existing.get("created") if existing else None
         if self.env.is_main:
+            self._replace_old_run(run)
             self._write_config(run, options, created)
         if self.compile:
             for child in model.children():
                 child.compile()
-        loop = TrainingLoop(self, model, optimizers, options, train_data, val_data)
-        loop.restore(state, read_metrics(run) if (state is not None and self.env.is_main) else [])
         return loop.run()
+
+    def _replace_old_run(self, run: RunFolder) -> None:
+        """With --force, remove the old run (refused while another process holds a lock inside it)."""
+        if self.force:
+            from mriad.infra.locking import refuse_live_locks
+
+            refuse_live_locks(run.root, "train --force would delete it")
+            run.clear()
+
+    def _restore_weights(
+        self, run: RunFolder, model: Any, optimizers: list, state: dict[str, Any], options: dict[str, Any]
+    ) -> None:
+        """Load last.pt into a model built from config.json; a mismatch is one line, not a tensor dump."""
+        stored = state.get("config") if isinstance(state.get("config"), dict) else {}
+        differ = sorted(
+            k for k in options
+            if k in stored and _plain(stored[k]) != _plain(options[k]) and k not in _RESUMABLE_CHANGES
+        )
+        if differ:
+            details = ", ".join(f"{k} {stored[k]!r} in the checkpoint, {options[k]!r} in config.json" for k in differ)
+            raise MriadError(f"{run.last}: does not match {run.config} ({details}); was config.json edited?")
+        try:
+            model.load_state_dict(state["state_dict"])
+            for optimizer, saved in zip(optimizers, state["optimizers"], strict=True):
+                optimizer.load_state_dict(saved)
+        except (RuntimeError, ValueError, KeyError, TypeError) as exc:
+            first = str(exc).strip().splitlines()[0][:160] if str(exc).strip() else type(exc).__name__
+            raise MriadError(f"{run.last}: does not fit the model described by {run.config} ({first})") from None
 
     def _write_config(self, run: RunFolder, options: dict[str, Any], created: str | None = None) -> None:
         write_config(
@@ -194,3 +234,10 @@ class _Trainer:
         if state.get("model") != self.name:
             raise MriadError(f"{run.last}: holds model {state.get('model')!r}, not {self.name!r}")
         return state
+
+
+def _plain(value: Any) -> str:
+    """A comparable form of an option (a tuple from a checkpoint equals the list from config.json)."""
+    import json
+
+    return json.dumps(value, sort_keys=True, default=str)

@@ -27,6 +27,8 @@ VAL_SLICES_PER_VOLUME = 10
 VAL_SEED = 20230707  # fixed for every run, so validation losses of different runs compare too
 RANK_SEED_STRIDE = 1_000_003  # rank r samples with seed + r * stride: distinct streams per rank
 _STATUS_INTERVAL_S = 2.0
+# How often the device-side "loss was non-finite" flag is read (one host sync per this many steps).
+FINITE_CHECK_EVERY = 50
 
 
 @dataclass
@@ -67,6 +69,8 @@ class TrainingLoop:
         self.elapsed = 0.0
         self.loss_sum = torch.zeros((), device=self.device)
         self.loss_count = 0
+        # Step (1-based) of the first non-finite loss, kept on the device so no step waits for the host.
+        self.first_bad = torch.full((), -1, dtype=torch.long, device=self.device)
         self.rows: list[dict[str, Any]] = []
         self.fresh = True  # a new run (not resumed): starts with a baseline validation
         self.autocast = (lambda: torch.autocast("cuda", dtype=torch.bfloat16)) if self.device.type == "cuda" else None
@@ -126,6 +130,14 @@ class TrainingLoop:
         }
 
     def _save(self, best: bool = False) -> None:
+        # The last optimiser step may have made weights NaN after the last loss was computed: such
+        # weights never replace a checkpoint (one host sync per checkpoint, not per step).
+        finite = torch.stack([torch.isfinite(p).all() for p in self.model.parameters()]).all()
+        if not bool(finite.item()):
+            raise MriadError(
+                f"{self.t.run_folder.root}: weights became NaN/Inf by step {self.step} (epoch {self.epoch}); "
+                f"stopped, {self.t.run_folder.last} keeps the last finite weights; lower --lr or check the inputs"
+            )
         payload = self._checkpoint()  # collective under DDP: every rank builds it
         if self.env.is_main:
             run = self.t.run_folder
@@ -166,10 +178,15 @@ class TrainingLoop:
                     batch = self._batch()
                     with distributed.route_training_loss(self.model, self.wrapper):
                         out = self.model.training_step(batch, self.optimizers, self.generator, self.autocast)
-                    self.loss_sum += torch.as_tensor(out["loss"], device=self.device).detach().float()
+                    loss = torch.as_tensor(out["loss"], device=self.device).detach().float()
+                    self.loss_sum += loss
                     self.loss_count += 1
                     self.step += 1
                     self.epoch_step += 1
+                    unseen = ~torch.isfinite(loss) & (self.first_bad < 0)
+                    self.first_bad = torch.where(unseen, self.step, self.first_bad)
+                    if self.step % FINITE_CHECK_EVERY == 0:
+                        self._check_finite()
                     now = time.monotonic()
                     if progress is not None and now - last_status >= _STATUS_INTERVAL_S:
                         rate = (self.step - last_step) * self.batch_size * self.env.world_size / (now - last_status)
@@ -186,6 +203,7 @@ class TrainingLoop:
                         progress.update(min(self.step, total), self._status(None))
             self.elapsed = time.monotonic() - started
             if stopped:
+                self._check_finite()
                 self._save()
                 if self.env.is_main:
                     info(f"stopped after {self.step} steps (--max-steps); continue with --resume")
@@ -194,13 +212,37 @@ class TrainingLoop:
                 progress.close()
         return self._result()
 
+    def _check_finite(self) -> None:
+        """Stop with one line when a loss was NaN/Inf since the last check (collective under DDP).
+
+        Checked before anything is saved, so last.pt keeps the last weights that trained on finite losses.
+        """
+        bad = distributed.all_reduce_sum((self.first_bad >= 0).float(), self.env)
+        if bad.item() > 0:
+            first = int(self.first_bad.item())
+            if first >= 0:
+                where = f"at step {first} (epoch {(first - 1) // self.steps_per_epoch + 1})"
+            else:
+                where = f"on another rank before step {self.step}"
+            raise MriadError(
+                f"{self.t.run_folder.root}: training loss became NaN/Inf {where}; "
+                f"stopped, {self.t.run_folder.last} keeps the last finite weights; lower --lr or check the "
+                "inputs, then start over with --force"
+            )
+
     def _end_of_period(self) -> None:
         """Validate, log a metrics row, checkpoint (collectives: every rank takes part)."""
+        self._check_finite()
         count = torch.tensor(float(self.loss_count), device=self.device)
         count = distributed.all_reduce_sum(count, self.env)
         summed = distributed.all_reduce_sum(self.loss_sum, self.env)
         train_loss = float((summed / count).item()) if count.item() > 0 else None
         val_loss = self._validate()
+        if val_loss is not None and not math.isfinite(val_loss):
+            raise MriadError(
+                f"{self.t.run_folder.root}: validation loss is {val_loss} at epoch {self.epoch}, step {self.step}; "
+                f"stopped, {self.t.run_folder.last} keeps the last finite weights; lower --lr or check the inputs"
+            )
         improved = val_loss is not None and (self.best_val is None or val_loss < self.best_val)
         if improved:
             self.best_val = val_loss
