@@ -10,7 +10,9 @@ import typer
 
 from mriad import __version__
 from mriad.commands import atlas as atlas_commands
+from mriad.commands import bundle as bundle_commands
 from mriad.commands import compare, evaluate, preprocess, reconstruct, split, synth, train
+from mriad.commands import detect as detect_commands
 from mriad.infra.console import settings
 
 app = typer.Typer(
@@ -65,6 +67,8 @@ app.command("reconstruct")(reconstruct.reconstruct_command)
 app.command("evaluate")(evaluate.evaluate_command)
 app.command("compare")(compare.compare_command)
 app.command("report")(compare.report_command)
+app.command("detect")(detect_commands.detect_command)
+app.add_typer(bundle_commands.app, name="bundle")
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -52,12 +52,18 @@ def _steps(native: Volume) -> dict[str, Any]:
     iso_shape, iso_affine = isotropic_grid(shape, canonical, 1.0) if resampled else (shape, canonical)
     return {
         "reorient": {
-            "from": "".join(nib.aff2axcodes(native.affine)), "to": "RAS",
-            "ornt_transform": transform.astype(int).tolist(), "shape": list(shape), "affine": _matrix(canonical),
+            "from": "".join(nib.aff2axcodes(native.affine)),
+            "to": "RAS",
+            "ornt_transform": transform.astype(int).tolist(),
+            "shape": list(shape),
+            "affine": _matrix(canonical),
         },
         "resample": {
-            "spacing_mm": 1.0, "done": bool(resampled), "interpolation": "linear (masks nearest)",
-            "shape": [int(s) for s in iso_shape], "affine": _matrix(iso_affine),
+            "spacing_mm": 1.0,
+            "done": bool(resampled),
+            "interpolation": "linear (masks nearest)",
+            "shape": [int(s) for s in iso_shape],
+            "affine": _matrix(iso_affine),
         },
     }
 
@@ -70,8 +76,11 @@ def sidecar_record(native: Volume, method: str, matrix: np.ndarray, revision: in
     return {
         "version": SIDECAR_VERSION,
         "pipeline_revision": int(revision),
-        "native": {"file": Path(native.path).name, "shape": [int(s) for s in native.shape],
-                   "affine": _matrix(native.affine)},
+        "native": {
+            "file": Path(native.path).name,
+            "shape": [int(s) for s in native.shape],
+            "affine": _matrix(native.affine),
+        },
         **_steps(native),
         "registration": {
             "method": method,
@@ -82,8 +91,13 @@ def sidecar_record(native: Volume, method: str, matrix: np.ndarray, revision: in
             "nonlinear_warp_kept": False,
         },
         "crop": {"shape": list(crop.shape), "affine": _matrix(crop.affine)},
-        "downsample": {"factor": int(DOWNSAMPLE), "image": "masked 2x2x2 mean", "masks": "2x2x2 majority",
-                       "shape": list(down.shape), "affine": _matrix(down.affine)},
+        "downsample": {
+            "factor": int(DOWNSAMPLE),
+            "image": "masked 2x2x2 mean",
+            "masks": "2x2x2 majority",
+            "shape": list(down.shape),
+            "affine": _matrix(down.affine),
+        },
         "slices": {"axis": 2, "dropped_each_end": int(DROP_SLICES)},
         "final": {"shape": list(final.shape), "affine": _matrix(final.affine)},
     }
@@ -119,15 +133,21 @@ def read_transform(folder: Path) -> Transform:
     """The sidecar of a preprocessed subject folder; an older folder without one is refused (re-preprocess)."""
     path = Path(folder) / TRANSFORM_JSON
     if not path.is_file():
-        raise InputError(folder, f"no {TRANSFORM_JSON}: preprocessed by an older mriad; run `mriad preprocess` "
-                                 "again (with --force) to keep the transforms back to the scan")
+        raise InputError(
+            folder,
+            f"no {TRANSFORM_JSON}: preprocessed by an older mriad; run `mriad preprocess` "
+            "again (with --force) to keep the transforms back to the scan",
+        )
     try:
         record = json.loads(path.read_text())
         native, final, registration = record["native"], record["final"], record["registration"]
         transform = Transform(
-            tuple(int(s) for s in native["shape"]), np.asarray(native["affine"], float),  # type: ignore[arg-type]
-            tuple(int(s) for s in final["shape"]), np.asarray(final["affine"], float),  # type: ignore[arg-type]
-            np.asarray(registration["template_to_subject"], float), str(registration["method"]),
+            tuple(int(s) for s in native["shape"]),
+            np.asarray(native["affine"], float),  # type: ignore[arg-type]
+            tuple(int(s) for s in final["shape"]),
+            np.asarray(final["affine"], float),  # type: ignore[arg-type]
+            np.asarray(registration["template_to_subject"], float),
+            str(registration["method"]),
         )
     except (OSError, ValueError, KeyError, TypeError) as exc:
         raise InputError(path, f"unreadable transform sidecar ({type(exc).__name__}: {exc})") from None
@@ -137,8 +157,11 @@ def read_transform(folder: Path) -> Transform:
         if matrix.shape != (4, 4) or not np.all(np.isfinite(matrix)) or abs(np.linalg.det(matrix[:3, :3])) < 1e-9:
             raise InputError(path, "transform sidecar holds a singular or malformed matrix")
     if transform.method not in LINEAR_METHODS:
-        raise InputError(path, f"registration {transform.method}: its non-linear warp is not kept, so maps cannot "
-                               "go back to the scan; preprocess with --registration affine-fast")
+        raise InputError(
+            path,
+            f"registration {transform.method}: its non-linear warp is not kept, so maps cannot "
+            "go back to the scan; preprocess with --registration affine-fast",
+        )
     return transform
 
 
@@ -152,6 +175,12 @@ def to_native(data: np.ndarray, transform: Transform, *, order: int) -> np.ndarr
     voxel_map = transform.final_to_native_voxels()
     source = data.astype(np.float32) if order > 0 else data
     return ndimage.affine_transform(
-        source, voxel_map[:3, :3], offset=voxel_map[:3, 3], output_shape=transform.native_shape, order=order,
-        mode="constant", cval=0.0, prefilter=False,
+        source,
+        voxel_map[:3, :3],
+        offset=voxel_map[:3, 3],
+        output_shape=transform.native_shape,
+        order=order,
+        mode="constant",
+        cval=0.0,
+        prefilter=False,
     )
