@@ -16,7 +16,10 @@ def reconstruct_command(
     run: Path = typer.Option(None, "--run", help="Run folder (default: the most recent run)."),
     data: Path = typer.Option(None, "--data", help="Manifest (default: the one the run was trained with)."),
     fold: int = typer.Option(None, "--fold", help="Fold for ixi-train/ixi-val (default: the run's fold)."),
-    shard: str = typer.Option(None, "--shard", help="i/n: only every n-th subject starting at i (for clusters)."),
+    shard: str = typer.Option(
+        None, "--shard", help="i/n: only groups i, i+n, ... of --volumes-per-batch subjects. Shards of a split run "
+        "side by side (a Slurm array) and write the maps one run would (same --volumes-per-batch).",
+    ),
     force: bool = typer.Option(False, "--force", help="Redo subjects that are already reconstructed."),
     volumes_per_batch: int = typer.Option(4, "--volumes-per-batch", help="Volumes sent to the model together."),
     checkpoint: str = typer.Option("best", "--checkpoint", help="best or last."),

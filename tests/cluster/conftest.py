@@ -2,14 +2,24 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import subprocess
 import sys
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
 ROOT = Path(__file__).resolve().parents[2]
+
+
+@pytest.fixture(autouse=True)
+def _one_thread() -> None:
+    """One thread here as in the children (OMP_NUM_THREADS=1): float sums then agree to the bit."""
+    import torch
+
+    torch.set_num_threads(1)
 
 
 @pytest.fixture(scope="session")
@@ -52,3 +62,23 @@ def run_mriad(workspace: Path, *args: str, check: bool = True) -> subprocess.Com
     if check and done.returncode not in (0, 1):
         raise AssertionError(f"mriad {' '.join(args)} exited {done.returncode}:\n{done.stderr[-3000:]}")
     return done
+
+
+@contextlib.contextmanager
+def held_elsewhere(code: str, workspace: Path) -> Iterator[None]:
+    """Run ``with <code>:`` in another process (a rival writer) while the block runs."""
+    body = "    print('held', flush=True)\n    sys.stdin.read()\n"
+    script = f"import sys\nfrom mriad.infra.locking import *\nwith {code}:\n{body}"
+    holder = subprocess.Popen(
+        [sys.executable, "-c", script],
+        env=environment(workspace),
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        assert holder.stdout is not None and holder.stdout.readline().strip() == "held"
+        yield
+    finally:
+        holder.communicate(timeout=30)
+    assert holder.returncode == 0

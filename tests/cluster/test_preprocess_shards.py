@@ -2,15 +2,12 @@
 
 from __future__ import annotations
 
-import contextlib
 import json
 import subprocess
-import sys
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from conftest import environment, mriad_command, run_mriad
+from conftest import environment, held_elsewhere, mriad_command, run_mriad
 
 from mriad.infra.errors import LockError
 
@@ -82,26 +79,6 @@ def test_merge_lists_subjects_whose_shard_has_not_run(tiny_raw: Path, tmp_path: 
     assert (out / "shards" / "brats" / "0-of-2").is_dir()  # kept: the merge is not complete yet
     # Options other than the shards' do not count their subjects as finished.
     assert merge(tiny_raw, out, dataset="brats21", n4=True).skipped == []
-
-
-@contextlib.contextmanager
-def held_elsewhere(code: str, workspace: Path) -> Iterator[None]:
-    """Run ``with <code>:`` in another process (a rival writer) while the block runs."""
-    body = "    print('held', flush=True)\n    sys.stdin.read()\n"
-    script = f"import sys\nfrom mriad.infra.locking import *\nwith {code}:\n{body}"
-    holder = subprocess.Popen(
-        [sys.executable, "-c", script],
-        env=environment(workspace),
-        stdin=subprocess.PIPE,
-        stdout=subprocess.PIPE,
-        text=True,
-    )
-    try:
-        assert holder.stdout is not None and holder.stdout.readline().strip() == "held"
-        yield
-    finally:
-        holder.communicate(timeout=30)
-    assert holder.returncode == 0
 
 
 def test_a_shard_refuses_a_whole_run_and_other_cuts(tiny_raw: Path, tmp_path: Path) -> None:
