@@ -22,7 +22,7 @@ import pandas as pd
 import torch
 
 from mriad.contracts.manifest import parse_split_name, read_manifest, select_split
-from mriad.contracts.run_folder import RunFolder, read_run_config, resolve_manifest, versions
+from mriad.contracts.run_folder import RunFolder, evaluation_provenance, read_run_config, resolve_manifest, versions
 from mriad.evaluate import metrics as M
 from mriad.evaluate.figures import Example, example_grid, lesion_slice, pr_curve
 from mriad.evaluate.postprocess import postprocess
@@ -325,6 +325,9 @@ def _summarise(
         fpr_thresholds=split_level.fpr,
         settings=_settings(inputs.manifest, device),
         versions=versions(),
+        provenance=evaluation_provenance(
+            inputs.run.root, inputs.manifest, {spec.split: [str(s) for s in test.volumes.rows["subject_id"]]}
+        ),
         outputs={
             "per_subject": str(inputs.run.per_subject(spec.split)),
             "summary": str(inputs.run.summary(spec.split)),

@@ -62,6 +62,7 @@ class EvalSummary:
     settings: dict[str, Any]
     versions: dict[str, str]
     outputs: dict[str, str] = field(default_factory=dict)
+    provenance: dict[str, Any] = field(default_factory=dict)  # digests of the manifest and checkpoint
     schema_version: int = SCHEMA_VERSION
 
     def to_json(self) -> dict[str, Any]:
@@ -83,5 +84,6 @@ class EvalSummary:
             "fpr_thresholds": self.fpr_thresholds,
             "settings": dict(self.settings),
             "versions": dict(self.versions),
+            "provenance": dict(self.provenance),
             "outputs": dict(self.outputs),
         }

@@ -18,7 +18,7 @@ import pandas as pd
 import torch
 
 from mriad.contracts.data import read_masks
-from mriad.contracts.run_folder import RunFolder
+from mriad.contracts.run_folder import RunFolder, stale_maps
 from mriad.infra.errors import InputError, MriadError
 from mriad.infra.io import read_nifti
 
@@ -29,13 +29,13 @@ def recon_files(run: Path, split: str, subject: str) -> tuple[Path, Path]:
 
 
 def missing_recon(run: Path, split: str, rows: pd.DataFrame) -> list[str]:
-    """Subjects of ``rows`` whose reconstruction or score map is not on disk."""
-    missing = []
-    for subject in rows["subject_id"].astype(str):
-        rec, score = recon_files(run, split, subject)
-        if not (rec.is_file() and score.is_file()):
-            missing.append(subject)
-    return missing
+    """Subjects of ``rows`` without maps of their scans as they are now: none on disk, or maps whose
+    record names another scan, mask or checkpoint (:func:`~mriad.contracts.run_folder.stale_maps`)."""
+    return [
+        str(row["subject_id"])
+        for _, row in rows.iterrows()
+        if stale_maps(run, split, str(row["subject_id"]), row["image"], row.get("mask")) is not None
+    ]
 
 
 def require_recon(run: Path, split: str, rows: pd.DataFrame) -> None:
@@ -82,6 +82,9 @@ def _read_subject(run: Path, split: str, row: pd.Series) -> dict:
             raise InputError(path, f"missing: run `mriad reconstruct --run {run} --split {split}`")
     image = read_nifti(row["image"], allow_empty=True)
     mask, seg = read_masks(image, row["mask"], row["seg"], require_mask=True)
+    stale = stale_maps(run, split, subject, row["image"], row["mask"])
+    if stale is not None:  # never score a scan against the maps of another
+        raise InputError(rec_path, f"{stale}; run `mriad reconstruct --run {run} --split {split}` to redo it")
     if seg is None:
         seg = np.zeros(image.shape, dtype=bool)
     rec = read_nifti(rec_path, allow_empty=True).data

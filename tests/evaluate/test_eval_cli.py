@@ -65,7 +65,18 @@ def fake_run(tmp_path: Path) -> Path:
     manifest = tmp_path / "data" / "manifest.csv"
     write_manifest(pd.DataFrame(rows), manifest)
     (run / "config.json").write_text(json.dumps({"model": "pddpm", "fold": 0, "data": str(manifest)}))
+    _record_maps(run, rows)
     return run
+
+
+def _record_maps(run: Path, rows: list[dict]) -> None:
+    """What `mriad reconstruct` writes beside the maps: without it they count as stale and are redone."""
+    from mriad.contracts.run_folder import input_digests, model_identity, write_recon_record
+
+    for row in rows:
+        split = f"{row['dataset']}-{row['split']}"
+        inputs = input_digests(row["image"], row["mask"])
+        write_recon_record(run, split, row["subject_id"], inputs=inputs, model=model_identity(run), settings={})
 
 
 def test_evaluate_lesion_split_end_to_end(cli, fake_run: Path) -> None:
