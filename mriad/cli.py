@@ -13,6 +13,7 @@ from mriad.commands import atlas as atlas_commands
 from mriad.commands import bundle as bundle_commands
 from mriad.commands import compare, evaluate, preprocess, reconstruct, split, synth, train
 from mriad.commands import detect as detect_commands
+from mriad.commands.common import OneLineErrors
 from mriad.infra.console import settings
 
 app = typer.Typer(
@@ -24,6 +25,7 @@ app = typer.Typer(
         "`mriad train --model pddpm`, `mriad evaluate --split brats-test`, `mriad compare runs/*`."
     ),
     no_args_is_help=True,
+    cls=OneLineErrors,
     rich_markup_mode="markdown",
     pretty_exceptions_enable=False,
     context_settings={"help_option_names": ["-h", "--help"]},

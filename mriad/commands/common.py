@@ -10,6 +10,7 @@ from typing import Any, TypeVar
 
 import typer
 from rich.text import Text
+from typer.core import TyperGroup
 
 from mriad.infra.console import err_console, settings
 from mriad.infra.errors import MriadError, NotLandedError
@@ -35,6 +36,33 @@ def handle_errors(func: F) -> F:
             raise typer.Exit(130) from None
 
     return wrapper  # type: ignore[return-value]
+
+
+class OneLineErrors(TyperGroup):
+    """The top-level command group: a usage error (a bad value, an unknown option) is one line too.
+
+    Typer draws usage errors as a multi-line box; a script's log (and a Slurm job's) then holds a
+    frame instead of the message. Here they print like every other error: ``error: <what>`` naming
+    the option, with the command's --help as the hint.
+    """
+
+    def main(self, *args: Any, standalone_mode: bool = True, **kwargs: Any) -> Any:
+        if not standalone_mode:
+            return super().main(*args, standalone_mode=False, **kwargs)
+        from typer import _click
+
+        try:
+            outcome = super().main(*args, standalone_mode=False, **kwargs)
+        except _click.exceptions.ClickException as exc:
+            if type(exc).__name__ != "NoArgsIsHelpError":  # that one has printed the help already
+                context = getattr(exc, "ctx", None)
+                hint = f" (see `{context.command_path} --help`)" if context is not None else ""
+                _print_error(f"{exc.format_message()}{hint}")
+            sys.exit(exc.exit_code)
+        except typer.Abort:
+            _print_error("aborted")
+            sys.exit(1)
+        sys.exit(outcome if isinstance(outcome, int) else 0)
 
 
 def _print_error(message: str) -> None:
