@@ -20,6 +20,12 @@ def split_command(
     folds: int = typer.Option(5, "--folds", help="Cross-validation folds over the remaining healthy subjects."),
     brats_val: float = typer.Option(100 / 1251, "--brats-val", help="Fraction of BraTS in val (paper: 100)."),
     mslub_val: float = typer.Option(10 / 30, "--mslub-val", help="Fraction of MSLUB in val (paper: 10 of 30)."),
+    brats_train: float = typer.Option(
+        0.0,
+        "--brats-train",
+        help="Fraction of BraTS patients in brats-train, whose lesion-free slices `train --healthy-slices-from "
+        "brats` uses (default 0: val/test only).",
+    ),
 ) -> None:
     """Assign test / trainval folds (IXI, stratified by age) and val / test (lesion data sets).
 
@@ -31,7 +37,8 @@ def split_command(
     from mriad.split import SplitSettings, describe, split_manifest
 
     split_settings = SplitSettings(
-        healthy_test_fraction=test_fraction, folds=folds, lesion_val_fraction={"brats": brats_val, "mslub": mslub_val}
+        healthy_test_fraction=test_fraction, folds=folds, lesion_val_fraction={"brats": brats_val, "mslub": mslub_val},
+        lesion_train_fraction={"brats": brats_train},
     )
     target, frame = split_manifest(manifest, seed=settings.seed, settings=split_settings, out=out)
     table = Table(title=f"splits written to {target}")

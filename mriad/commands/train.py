@@ -110,6 +110,30 @@ def train_command(
     compile_model: bool = typer.Option(False, "--compile/--no-compile", help="torch.compile the network."),
     max_steps: int = typer.Option(None, "--max-steps", help="Stop after N optimisation steps in total (resumable)."),
     deterministic: bool = typer.Option(False, "--deterministic", help="Deterministic CUDA kernels (slower)."),
+    checkpoint_every: int = typer.Option(
+        None,
+        "--checkpoint-every",
+        help=f"Also keep {CHECKPOINTS}/step-K.pt every N steps (learning curves: evaluate --checkpoint step-K).",
+    ),
+    patience: int = typer.Option(
+        None,
+        "--patience",
+        help="Early stopping: stop once N validations in a row did not lower the best validation loss.",
+    ),
+    healthy_slices_from: str = typer.Option(
+        None,
+        "--healthy-slices-from",
+        help="Lesion data set (e.g. brats, split with `mriad split --brats-train F`): train on the lesion-free "
+        "slices of its train patients, validate on those of its val patients. They come from patients.",
+    ),
+    slice_margin: int = typer.Option(
+        2, "--slice-margin", help="--healthy-slices-from: slices kept at least this far from any lesion voxel."
+    ),
+    min_brain_fraction: float = typer.Option(
+        0.3,
+        "--min-brain-fraction",
+        help="--healthy-slices-from: brain area at least this fraction of the volume's largest slice area.",
+    ),
 ) -> None:
     """Train a model on healthy slices into a run folder: its config, metrics log and last/best checkpoints.
 
@@ -119,6 +143,10 @@ def train_command(
     Example: `mriad train --model pddpm --data demo/manifest.csv --fold 0 --out runs/pddpm-fold0`
 
     Several GPUs: `torchrun --nproc_per_node 4 -m mriad train --model pddpm ...` (see docs/training.md).
+
+    Healthy slices from patients (no healthy scans of the modality at hand): `mriad split M --brats-train
+    0.4`, then `mriad train --model pddpm --healthy-slices-from brats --slice-margin 2 --min-brain-fraction
+    0.3`; brats-val / brats-test patients stay disjoint for thresholds and testing (docs/training.md).
     """
     from mriad.infra.device import resolve_device
     from mriad.infra.workspace import default_manifest, remember_run, runs_dir
@@ -133,6 +161,10 @@ def train_command(
     if fold is None:
         fold = 0
         using_default("--fold", fold)
+    if healthy_slices_from is not None:
+        if dataset is not None and dataset != healthy_slices_from:
+            raise MriadError(f"--healthy-slices-from {healthy_slices_from}: contradicts --dataset {dataset}")
+        dataset = healthy_slices_from
     if dataset is None:
         dataset = "ixi"
         using_default("--dataset", dataset)
@@ -177,6 +209,11 @@ def train_command(
         compile=compile_model,
         max_steps=max_steps,
         deterministic=deterministic,
+        checkpoint_every=checkpoint_every,
+        patience=patience,
+        healthy_slices=healthy_slices_from is not None,
+        slice_margin=slice_margin,
+        min_brain_fraction=min_brain_fraction,
     )
     run = train(spec, device=resolve_device(settings.device))
     if main_rank:

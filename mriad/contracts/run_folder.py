@@ -3,7 +3,10 @@
 ``train`` writes ``config.json``, ``metrics.csv`` and ``checkpoints/{last,best}.pt``; ``reconstruct``
 writes ``recon/<split>/<subject>_{rec,score}.nii.gz`` and, after both maps, ``<subject>.json``, the
 record of what made them; ``evaluate`` writes ``eval/<split>/{per_subject.csv,summary.json,figures/}``;
-``report`` writes ``report.html``. Every other module asks :class:`RunFolder` for these paths, and every
+``report`` writes ``report.html``. ``train --checkpoint-every N`` also keeps ``checkpoints/step-K.pt``;
+``evaluate --checkpoint step-K`` works in ``checkpoint-views/step-K/``, a run folder of its own (the
+run's config.json, that checkpoint as its best.pt, its own recon/ and eval/), so the best checkpoint's
+maps and numbers are never overwritten. Every other module asks :class:`RunFolder` for these paths, and every
 split or subject name that becomes part of one is checked (:mod:`mriad.infra.paths`), so a name read
 from a manifest can never address a file outside the folder.
 
@@ -33,6 +36,8 @@ CONFIG = "config.json"
 METRICS = "metrics.csv"
 CHECKPOINTS = "checkpoints"
 CHECKPOINT_NAMES = ("last", "best")
+STEP_PREFIX = "step-"  # checkpoints/step-K.pt (train --checkpoint-every)
+VIEWS = "checkpoint-views"  # checkpoint-views/step-K/: a non-default checkpoint's own run folder
 RECON = "recon"
 EVAL = "eval"
 REPORT = "report.html"
@@ -47,7 +52,7 @@ RECORD_SUFFIX = ".json"
 METRIC_COLUMNS = ["epoch", "step", "train_loss", "val_loss", "seconds"]
 # What --force removes: the run's own files and everything derived from the old weights.
 _RUN_FILES = (CONFIG, METRICS)
-_RUN_DIRS = (CHECKPOINTS, RECON, EVAL)
+_RUN_DIRS = (CHECKPOINTS, RECON, EVAL, VIEWS)
 
 LAYOUT = (
     f"{CONFIG}, {METRICS}, {CHECKPOINTS}/{{last,best}}.pt, {RECON}/<split>/<subject>{{_rec,_score}}.nii.gz, "
@@ -78,10 +83,26 @@ class RunFolder:
         return self.root / CHECKPOINTS
 
     def checkpoint(self, which: str) -> Path:
-        """``checkpoints/<which>.pt`` for ``which`` in ``last``, ``best``."""
-        if which not in CHECKPOINT_NAMES:
-            raise MriadError(f"--checkpoint {which!r}: expected one of {', '.join(CHECKPOINT_NAMES)}")
+        """``checkpoints/<which>.pt`` for ``which`` in ``last``, ``best`` or ``step-K``."""
+        if which not in CHECKPOINT_NAMES and step_of(which) is None:
+            raise MriadError(f"--checkpoint {which!r}: expected one of {', '.join(CHECKPOINT_NAMES)} or step-K")
         return self.checkpoints / f"{which}.pt"
+
+    def step_checkpoint(self, step: int) -> Path:
+        """``checkpoints/step-K.pt``: the weights after ``step`` optimisation steps."""
+        return self.checkpoint(f"{STEP_PREFIX}{int(step)}")
+
+    def step_checkpoints(self) -> dict[int, Path]:
+        """The kept ``step-K`` checkpoints by step, in step order."""
+        found = {step_of(p.stem): p for p in self.checkpoint_files()}
+        return {k: found[k] for k in sorted(k for k in found if k is not None)}
+
+    def checkpoint_view(self, which: str) -> RunFolder:
+        """The run folder in which checkpoint ``which`` (``step-K``) is evaluated: it holds a copy of
+        config.json and that checkpoint as ``best.pt`` (made by :func:`make_checkpoint_view`)."""
+        if step_of(which) is None:
+            raise MriadError(f"--checkpoint {which!r}: only step-K checkpoints have a view of their own")
+        return RunFolder(self.root / VIEWS / which)
 
     @property
     def last(self) -> Path:
@@ -215,6 +236,40 @@ class RunFolder:
             (self.root / name).unlink(missing_ok=True)
         for name in _RUN_DIRS:
             shutil.rmtree(self.root / name, ignore_errors=True)
+
+
+def step_of(which: str) -> int | None:
+    """``"step-300"`` -> 300; None for anything else (``best``, ``step-x``, ``step--1``)."""
+    digits = which[len(STEP_PREFIX) :] if which.startswith(STEP_PREFIX) else ""
+    return int(digits) if digits.isdigit() and digits == str(int(digits)) else None
+
+
+def make_checkpoint_view(run: str | Path, which: str) -> RunFolder:
+    """Create or refresh ``checkpoint-views/<which>/`` for evaluating checkpoint ``which``.
+
+    The view's best.pt is a hard link to (or, across file systems, a copy of) the step checkpoint, so
+    reconstruct and evaluate treat it as an ordinary run; its records carry that checkpoint's digest.
+    """
+    from mriad.infra.io import atomic_write_text
+
+    folder = RunFolder(run)
+    source = folder.checkpoint(which)
+    if not source.is_file():
+        kept = ", ".join(f"{STEP_PREFIX}{k}" for k in folder.step_checkpoints()) or "none"
+        raise InputError(source, f"no such checkpoint (kept: {kept}); train with --checkpoint-every N")
+    view = folder.checkpoint_view(which)
+    config = folder.read_config()
+    config["checkpoint"] = which
+    view.checkpoints.mkdir(parents=True, exist_ok=True)
+    atomic_write_text(view.config, json.dumps(config, indent=2) + "\n")
+    if view.best.is_file() and file_sha256(view.best) == file_sha256(source):
+        return view
+    view.best.unlink(missing_ok=True)
+    try:
+        view.best.hardlink_to(source)
+    except OSError:
+        shutil.copyfile(source, view.best)
+    return view
 
 
 def is_run_folder(path: str | Path) -> bool:

@@ -22,6 +22,8 @@ class SplitSettings:
     healthy_test_fraction: float = 158 / 560
     folds: int = 5
     lesion_val_fraction: dict[str, float] | None = None  # dataset -> fraction in val
+    # dataset -> fraction of patients in train, for training on their lesion-free slices (default 0)
+    lesion_train_fraction: dict[str, float] | None = None
 
     def val_fraction(self, dataset: str) -> float:
         defaults = {"brats": 100 / 1251, "mslub": 10 / 30}
@@ -67,12 +69,20 @@ def split_healthy(frame: pd.DataFrame, settings: SplitSettings, rng: np.random.G
     return frame
 
 
-def split_lesions(frame: pd.DataFrame, fraction: float, rng: np.random.Generator) -> pd.DataFrame:
+def split_lesions(
+    frame: pd.DataFrame, fraction: float, rng: np.random.Generator, train_fraction: float = 0.0
+) -> pd.DataFrame:
+    """Patients to val / test, and with ``train_fraction`` > 0 some to train (their healthy slices)."""
     frame = frame.copy()
     n = len(frame)
     n_val = min(max(1, int(round(fraction * n))), n - 1) if n > 1 else 0
-    chosen = set(rng.permutation(n)[:n_val].tolist())
-    frame["split"] = ["val" if i in chosen else "test" for i in range(n)]
+    n_train = min(int(round(train_fraction * n)), n - n_val - 1) if train_fraction > 0 else 0
+    if train_fraction > 0 and n_train < 1:
+        raise ManifestError(f"{n} lesion subjects are too few for train, val ({n_val}) and test parts")
+    order = rng.permutation(n)
+    chosen = set(order[:n_val].tolist())
+    trained = set(order[n_val : n_val + n_train].tolist())
+    frame["split"] = ["val" if i in chosen else "train" if i in trained else "test" for i in range(n)]
     frame["fold"] = -1
     return frame
 
@@ -93,7 +103,8 @@ def split_frame(frame: pd.DataFrame, settings: SplitSettings | None = None, seed
         if len(healthy):
             parts.append(split_healthy(healthy, settings, rng))
         if len(unhealthy):
-            parts.append(split_lesions(unhealthy, settings.val_fraction(str(dataset)), rng))
+            train_fraction = (settings.lesion_train_fraction or {}).get(str(dataset), 0.0)
+            parts.append(split_lesions(unhealthy, settings.val_fraction(str(dataset)), rng, train_fraction))
     result = pd.concat(parts).loc[frame.index]
     validate_manifest(result, check_files=False)
     return result

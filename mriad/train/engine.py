@@ -201,9 +201,10 @@ class _Trainer:
             raise MriadError(f"{run.last}: does not fit the model described by {run.config} ({first})") from None
 
     def _write_config(self, run: RunFolder, options: dict[str, Any], created: str | None = None) -> None:
+        record = self.spec.training_record()
         write_config(
             run, model=self.name, fold=self.fold, data=self.data, options=options, seed=self.seed,
-            dataset=self.dataset, created=created,
+            dataset=self.dataset, created=created, extra={"training": record} if record else None,
         )
 
     def _load_data(self) -> tuple[DeviceSlices, DeviceSlices | None]:
@@ -212,16 +213,34 @@ class _Trainer:
 
         frame = read_manifest(self.data)
         train_rows = select_split(frame, f"{self.dataset}-train", self.fold)
-        train = DeviceSlices.from_split(load_volumes(train_rows, device=self.device))
+        train = self._slices(load_volumes, train_rows, "train")
         if train.n_brain_slices == 0:
-            raise MriadError(f"{self.data}: {self.dataset}-train fold {self.fold} has no slice with brain")
+            kind = "healthy slice" if self.spec.healthy_slices else "slice with brain"
+            raise MriadError(f"{self.data}: {self.dataset}-train fold {self.fold} has no {kind}")
         try:
             val_rows = select_split(frame, f"{self.dataset}-val", self.fold)
         except ManifestError:
             if self.env.is_main:
                 warn(f"no {self.dataset}-val split in {self.data}: no validation, no best.pt (use last.pt)")
             return train, None
-        return train, DeviceSlices.from_split(load_volumes(val_rows, device=self.device))
+        val = self._slices(load_volumes, val_rows, "val")
+        return train, (val if val.volumes else None)
+
+    def _slices(self, load_volumes: Any, rows: Any, split: str) -> DeviceSlices:
+        """A split's slices; with ``healthy_slices``, only the lesion-free ones (see the sampler)."""
+        if not self.spec.healthy_slices:
+            return DeviceSlices.from_split(load_volumes(rows, device=self.device))
+        from mriad.train.sampler import healthy_slice_table
+
+        data = load_volumes(rows, with_seg=True, device=self.device)
+        usable = healthy_slice_table(data, self.spec.slice_margin, self.spec.min_brain_fraction)
+        if self.env.is_main:
+            info(
+                f"{self.dataset}-{split}: {int(usable.sum().item())} healthy slices of {len(data.subjects)} "
+                f"patients (margin {self.spec.slice_margin} slices from any lesion, brain area >= "
+                f"{self.spec.min_brain_fraction:g} of the largest); they come from patients, not healthy subjects"
+            )
+        return DeviceSlices.from_split(data, usable)
 
     def _load_state(self, run: RunFolder, existing: dict[str, Any] | None) -> dict[str, Any] | None:
         if existing is None:

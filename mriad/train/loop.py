@@ -66,6 +66,10 @@ class TrainingLoop:
         torch.manual_seed(trainer.seed + RANK_SEED_STRIDE * self.env.rank)
         self.step = self.epoch = self.epoch_step = 0
         self.best_val: float | None = None
+        self.stale = 0  # validations in a row since the best one (early stopping)
+        self.early_stopped = False
+        self.checkpoint_every = trainer.spec.checkpoint_every
+        self.patience = trainer.spec.patience
         self.elapsed = 0.0
         self.loss_sum = torch.zeros((), device=self.device)
         self.loss_count = 0
@@ -89,6 +93,8 @@ class TrainingLoop:
         self.step, self.epoch = int(state["step"]), int(state["epoch"])
         self.epoch_step = int(state.get("epoch_step", 0))
         self.best_val = state.get("best_val")
+        self.stale = int(state.get("stale_validations", 0))
+        self.early_stopped = bool(state.get("early_stopped", False))
         self.elapsed = float(state.get("seconds", 0.0))
         self.loss_sum = state["train_loss_sum"].to(self.device, torch.float32).reshape(())
         self.loss_count = int(state["train_loss_count"])
@@ -123,13 +129,15 @@ class TrainingLoop:
             "epoch_step": self.epoch_step,
             "rng": rng,
             "best_val": self.best_val,
+            "stale_validations": self.stale,
+            "early_stopped": self.early_stopped,
             "train_loss_sum": self.loss_sum.detach().float().cpu(),
             "train_loss_count": self.loss_count,
             "seconds": self.elapsed,
             "world_size": self.env.world_size,
         }
 
-    def _save(self, best: bool = False) -> None:
+    def _save(self, best: bool = False, step_copy: bool = False) -> None:
         # The last optimiser step may have made weights NaN after the last loss was computed: such
         # weights never replace a checkpoint (one host sync per checkpoint, not per step).
         finite = torch.stack([torch.isfinite(p).all() for p in self.model.parameters()]).all()
@@ -144,6 +152,8 @@ class TrainingLoop:
             save_checkpoint(run.last, payload)
             if best:
                 save_checkpoint(run.best, payload)
+            if step_copy:
+                save_checkpoint(run.step_checkpoint(self.step), payload)
 
     # ---- loop ------------------------------------------------------------------------------------
     def _batch(self) -> torch.Tensor:
@@ -161,6 +171,11 @@ class TrainingLoop:
             if self.env.is_main:
                 info(f"{self.t.run_folder.root}: already finished ({self.epoch} epochs); raise --epochs to train on")
             return self._result()
+        if self.early_stopped and self.patience is not None and self.stale >= self.patience:
+            if self.env.is_main:
+                info(f"{self.t.run_folder.root}: already stopped early at step {self.step} (--patience)")
+            return self._result()
+        self.early_stopped = False
         self._announce()
         if self.fresh and self.val_data is not None:
             self._end_of_period()  # epoch 0: the untrained model's validation loss, as a baseline
@@ -187,6 +202,9 @@ class TrainingLoop:
                     self.first_bad = torch.where(unseen, self.step, self.first_bad)
                     if self.step % FINITE_CHECK_EVERY == 0:
                         self._check_finite()
+                    if self.checkpoint_every is not None and self.step % self.checkpoint_every == 0:
+                        self._check_finite()
+                        self._save(step_copy=True)  # checkpoints/step-K.pt, for learning curves
                     now = time.monotonic()
                     if progress is not None and now - last_status >= _STATUS_INTERVAL_S:
                         rate = (self.step - last_step) * self.batch_size * self.env.world_size / (now - last_status)
@@ -201,6 +219,15 @@ class TrainingLoop:
                     self._end_of_period()
                     if progress is not None:
                         progress.update(min(self.step, total), self._status(None))
+                    if self.patience is not None and self.stale >= self.patience:
+                        self.early_stopped = True
+                        self._save()  # records early_stopped, so a rerun does not train on
+                        if self.env.is_main:
+                            info(
+                                f"stopped early after {self.step} steps: {self.stale} validations without a lower "
+                                f"validation loss than {self.best_val:.6g} (--patience {self.patience})"
+                            )
+                        break
             self.elapsed = time.monotonic() - started
             if stopped:
                 self._check_finite()
@@ -246,6 +273,9 @@ class TrainingLoop:
         improved = val_loss is not None and (self.best_val is None or val_loss < self.best_val)
         if improved:
             self.best_val = val_loss
+            self.stale = 0
+        elif val_loss is not None:
+            self.stale += 1
         self.rows.append(
             {
                 "epoch": self.epoch,
@@ -318,5 +348,6 @@ class TrainingLoop:
 
     def _result(self) -> FitResult:
         return FitResult(
-            self.t.run_folder.root, self.model, self.step, self.epoch, self.best_val, self.epoch >= self.epochs
+            self.t.run_folder.root, self.model, self.step, self.epoch, self.best_val,
+            self.epoch >= self.epochs or self.early_stopped,
         )
