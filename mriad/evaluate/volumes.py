@@ -18,7 +18,8 @@ import pandas as pd
 import torch
 
 from mriad.contracts.data import read_masks
-from mriad.contracts.run_folder import RunFolder, stale_maps
+from mriad.contracts.recon_records import stale_maps
+from mriad.contracts.run_folder import RunFolder
 from mriad.infra.errors import InputError, MriadError
 from mriad.infra.io import read_nifti
 
@@ -30,7 +31,7 @@ def recon_files(run: Path, split: str, subject: str) -> tuple[Path, Path]:
 
 def missing_recon(run: Path, split: str, rows: pd.DataFrame) -> list[str]:
     """Subjects of ``rows`` without maps of their scans as they are now: none on disk, or maps whose
-    record names another scan, mask or checkpoint (:func:`~mriad.contracts.run_folder.stale_maps`)."""
+    record names another scan, mask or checkpoint (:func:`~mriad.contracts.recon_records.stale_maps`)."""
     return [
         str(row["subject_id"])
         for _, row in rows.iterrows()

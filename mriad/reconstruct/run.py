@@ -21,15 +21,8 @@ import torch
 
 from mriad.contracts.data import check_intensity_range
 from mriad.contracts.manifest import read_manifest, select_split
-from mriad.contracts.run_folder import (
-    RunFolder,
-    input_digests,
-    model_identity,
-    read_run_config,
-    recon_mismatch,
-    resolve_manifest,
-    write_recon_record,
-)
+from mriad.contracts.recon_records import input_digests, recon_mismatch, write_recon_record
+from mriad.contracts.run_folder import RunFolder, model_identity, read_run_config, resolve_manifest
 from mriad.infra.console import info, track, warn
 from mriad.infra.errors import InputError, MriadError
 from mriad.infra.io import atomic_write_csv, read_nifti, write_nifti

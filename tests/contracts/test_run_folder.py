@@ -8,6 +8,7 @@ from pathlib import Path
 
 import pytest
 
+from mriad.contracts import recon_records as rr
 from mriad.contracts import run_folder as rf
 from mriad.contracts.run_folder import RunFolder
 from mriad.infra.digests import file_sha256
@@ -125,33 +126,33 @@ def test_a_record_matches_only_what_made_the_maps(tmp_path: Path) -> None:
     settings = {"which": "best", "seed": 0, "skip_empty_boxes": True, "inference": {}, "volumes_per_batch": 4}
     model = rf.model_identity(run.root)
     assert model == {"which": "best", "checkpoint": "best.pt", "sha256": file_sha256(run.best)}
-    inputs = rf.input_digests(image, mask)
-    assert rf.recon_mismatch(run.root, "brats-test", "S1", inputs) == "maps without a record of what made them"
-    rf.write_recon_record(run.root, "brats-test", "S1", inputs=inputs, model=model, settings=settings)
-    record = rf.read_recon_record(run.root, "brats-test", "S1")
+    inputs = rr.input_digests(image, mask)
+    assert rr.recon_mismatch(run.root, "brats-test", "S1", inputs) == "maps without a record of what made them"
+    rr.write_recon_record(run.root, "brats-test", "S1", inputs=inputs, model=model, settings=settings)
+    record = rr.read_recon_record(run.root, "brats-test", "S1")
     assert record is not None and record["inputs"] == inputs and record["model"] == model
-    assert rf.recon_mismatch(run.root, "brats-test", "S1", inputs, model=model, settings=settings) is None
-    assert rf.stale_maps(run.root, "brats-test", "S1", image, mask) is None
+    assert rr.recon_mismatch(run.root, "brats-test", "S1", inputs, model=model, settings=settings) is None
+    assert rr.stale_maps(run.root, "brats-test", "S1", image, mask) is None
     # the batch size is recorded, not matched; the seed is matched
     assert (
-        rf.recon_mismatch(run.root, "brats-test", "S1", inputs, settings={**settings, "volumes_per_batch": 8}) is None
+        rr.recon_mismatch(run.root, "brats-test", "S1", inputs, settings={**settings, "volumes_per_batch": 8}) is None
     )
-    assert "seed" in str(rf.recon_mismatch(run.root, "brats-test", "S1", inputs, settings={**settings, "seed": 1}))
+    assert "seed" in str(rr.recon_mismatch(run.root, "brats-test", "S1", inputs, settings={**settings, "seed": 1}))
 
     _rewrite(mask, b"mask v2")
-    assert rf.stale_maps(run.root, "brats-test", "S1", image, mask) == "made from another version of the brain mask"
+    assert rr.stale_maps(run.root, "brats-test", "S1", image, mask) == "made from another version of the brain mask"
     _rewrite(mask, b"mask v1")
     _rewrite(image, b"scan v2")
-    assert rf.stale_maps(run.root, "brats-test", "S1", image, mask) == "made from another version of the image"
+    assert rr.stale_maps(run.root, "brats-test", "S1", image, mask) == "made from another version of the image"
     _rewrite(image, b"scan v1")
-    assert rf.stale_maps(run.root, "brats-test", "S1", image, mask) is None
+    assert rr.stale_maps(run.root, "brats-test", "S1", image, mask) is None
     _rewrite(run.best, b"weights v2")
-    assert rf.stale_maps(run.root, "brats-test", "S1", image, mask) == "made by another checkpoint"
+    assert rr.stale_maps(run.root, "brats-test", "S1", image, mask) == "made by another checkpoint"
     _rewrite(run.best, b"weights v1")
     run.recon_files("brats-test", "S1")[1].write_bytes(b"other score")
-    assert rf.stale_maps(run.root, "brats-test", "S1", image, mask) == "maps changed after they were recorded"
+    assert rr.stale_maps(run.root, "brats-test", "S1", image, mask) == "maps changed after they were recorded"
     image.unlink()
-    assert str(rf.stale_maps(run.root, "brats-test", "S1", image, mask)).startswith(f"{image}: cannot be read")
+    assert str(rr.stale_maps(run.root, "brats-test", "S1", image, mask)).startswith(f"{image}: cannot be read")
     run.remove_recon("brats-test", "S1")
     assert not list(run.recon_dir("brats-test").iterdir())
 
@@ -169,8 +170,8 @@ def test_untrained_models_are_identified_by_their_options(tmp_path: Path) -> Non
 def test_evaluation_provenance_names_manifest_and_checkpoint(tmp_path: Path) -> None:
     run, image, mask = _maps(tmp_path)
     model = rf.model_identity(run.root)
-    inputs = rf.input_digests(image, mask)
-    rf.write_recon_record(run.root, "brats-test", "S1", inputs=inputs, model=model, settings={})
+    inputs = rr.input_digests(image, mask)
+    rr.write_recon_record(run.root, "brats-test", "S1", inputs=inputs, model=model, settings={})
     manifest = tmp_path / "manifest.csv"
     manifest.write_text("subject_id\nS1\n")
     provenance = rf.evaluation_provenance(run.root, manifest, {"brats-test": ["S1", "S2"]})

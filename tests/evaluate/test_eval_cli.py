@@ -71,7 +71,8 @@ def fake_run(tmp_path: Path) -> Path:
 
 def _record_maps(run: Path, rows: list[dict]) -> None:
     """What `mriad reconstruct` writes beside the maps: without it they count as stale and are redone."""
-    from mriad.contracts.run_folder import input_digests, model_identity, write_recon_record
+    from mriad.contracts.recon_records import input_digests, write_recon_record
+    from mriad.contracts.run_folder import model_identity
 
     for row in rows:
         split = f"{row['dataset']}-{row['split']}"

@@ -15,7 +15,8 @@ import numpy as np
 import pandas as pd
 import torch
 
-from mriad.contracts.run_folder import RunFolder, read_recon_record
+from mriad.contracts.recon_records import read_recon_record
+from mriad.contracts.run_folder import RunFolder
 from mriad.infra.digests import file_sha256
 from mriad.infra.io import read_nifti, write_nifti
 
