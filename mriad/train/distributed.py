@@ -24,6 +24,8 @@ import torch
 import torch.distributed as dist
 from torch import nn
 
+from mriad.infra.errors import MriadError
+
 
 @dataclass(frozen=True)
 class DistEnv:
@@ -40,12 +42,43 @@ class DistEnv:
         return self.rank == 0
 
 
+# How long a process waits for its peers (joining, and any collective), instead of torch's 30 minutes:
+# a node that never started or died then costs minutes and one line, not a silent half hour.
+TIMEOUT_ENV = "MRIAD_DIST_TIMEOUT"
+DEFAULT_TIMEOUT = 300.0
+
+
+def _env_int(name: str, default: str | None = None) -> int:
+    text = os.environ.get(name, default)
+    if text is None:
+        raise MriadError(f"{name}: not set, but WORLD_SIZE={os.environ.get('WORLD_SIZE')} asks for several processes")
+    try:
+        return int(text)
+    except ValueError:
+        raise MriadError(f"{name}={text!r}: expected a whole number (set by torchrun or srun)") from None
+
+
 def detect() -> DistEnv:
-    """The launcher's environment; a plain process is rank 0 of 1."""
-    world = int(os.environ.get("WORLD_SIZE", "1"))
+    """The launcher's environment; a plain process is rank 0 of 1. A broken one is one line."""
+    world = _env_int("WORLD_SIZE", "1")
     if world <= 1:
         return DistEnv()
-    return DistEnv(int(os.environ["RANK"]), world, int(os.environ.get("LOCAL_RANK", "0")))
+    rank, local = _env_int("RANK"), _env_int("LOCAL_RANK", "0")
+    if not 0 <= rank < world:
+        raise MriadError(f"RANK={rank}: must be in 0..{world - 1} (WORLD_SIZE={world})")
+    return DistEnv(rank, world, local)
+
+
+def timeout_seconds() -> float:
+    """``$MRIAD_DIST_TIMEOUT`` seconds (default 300): the longest wait for a peer."""
+    text = os.environ.get(TIMEOUT_ENV, str(DEFAULT_TIMEOUT))
+    try:
+        value = float(text)
+    except ValueError:
+        value = float("nan")
+    if not value > 0 or value == float("inf"):
+        raise MriadError(f"{TIMEOUT_ENV}={text!r}: expected seconds > 0")
+    return value
 
 
 def setup(env: DistEnv, device: torch.device) -> torch.device:
@@ -56,10 +89,50 @@ def setup(env: DistEnv, device: torch.device) -> torch.device:
         device = torch.device("cuda", env.local_rank)
         torch.cuda.set_device(device)
     if not dist.is_initialized():
-        dist.init_process_group(
-            backend="nccl" if device.type == "cuda" else "gloo", rank=env.rank, world_size=env.world_size
-        )
+        from datetime import timedelta
+
+        seconds = timeout_seconds()
+        try:
+            with _held_stderr():
+                dist.init_process_group(
+                    backend="nccl" if device.type == "cuda" else "gloo", rank=env.rank, world_size=env.world_size,
+                    timeout=timedelta(seconds=seconds),
+                )
+        except (RuntimeError, ValueError) as exc:  # DistStoreError (a timeout), a missing MASTER_ADDR...
+            address = f"{os.environ.get('MASTER_ADDR', '?')}:{os.environ.get('MASTER_PORT', '?')}"
+            reason = str(exc).strip().splitlines()[0][:200] if str(exc).strip() else type(exc).__name__
+            raise MriadError(
+                f"distributed training: rank {env.rank} of {env.world_size} could not join the others at {address} "
+                f"within {seconds:g} s ({reason}); start every node (one torchrun each) with the same "
+                f"rendezvous address, or raise {TIMEOUT_ENV}"
+            ) from None
     return device
+
+
+@contextlib.contextmanager
+def _held_stderr() -> Iterator[None]:
+    """Hold what C++ code writes to stderr during the join: while a peer is missing, c10d logs every
+    retry with a stack trace, and the one line that explains the failure would drown in them. When
+    the join works, what was held is passed on."""
+    import sys
+    import tempfile
+
+    sys.stderr.flush()
+    with tempfile.TemporaryFile() as file:
+        saved = os.dup(2)
+        os.dup2(file.fileno(), 2)
+        try:
+            yield
+        except BaseException:
+            os.dup2(saved, 2)
+            raise
+        else:
+            os.dup2(saved, 2)
+            file.seek(0)
+            if text := file.read():
+                os.write(2, text)
+        finally:
+            os.close(saved)
 
 
 def teardown(env: DistEnv) -> None:
