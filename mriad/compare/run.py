@@ -126,7 +126,7 @@ def _choose_metrics(runs: Sequence[RunEval], metrics: list[str] | None, split: s
                 if metric not in run.per_subject.columns:
                     columns = [c for c in run.per_subject.columns if c not in NOT_METRICS and c != "dataset"]
                     raise MriadError(
-                        f"{run.path}: eval/{split}/per_subject.csv has no metric {metric!r} "
+                        f"{run.path}: the per_subject.csv of {split} has no metric {metric!r} "
                         f"(it has {', '.join(columns)})"
                     )
                 if not _available(run, metric):

@@ -1,8 +1,9 @@
 """The evaluation stage: score maps of a split -> per-subject metrics, a summary and figures.
 
-Reads only what earlier stages wrote: the run's ``config.json`` (manifest path and fold), the
-manifest's image / mask / seg files and ``run/recon/<split>/<subject>_{rec,score}.nii.gz``. Writes
-``run/eval/<split>/{per_subject.csv, summary.json, figures/}`` atomically (CONTRACTS.md).
+Reads only what earlier stages wrote: the run's config (manifest path and fold), the manifest's
+image / mask / seg files and the split's maps with their records. Writes the split's
+``per_subject.csv``, ``summary.json`` and figures atomically, where :class:`RunFolder` says
+(CONTRACTS.md).
 
 Evaluation domain: every metric is computed over the voxels of the (uneroded) brain mask: the
 threshold search pools the validation voxels inside the brain, AUPRC/AUROC/oracle Dice rank brain
@@ -140,7 +141,7 @@ def subject_metrics(volumes: SplitVolumes, maps: torch.Tensor, threshold: float 
 
 
 def _model_name(model: Any) -> Any:
-    """The model's name whether config.json stores a name or a dict describing the model."""
+    """The model's name whether the run's config stores a name or a dict describing the model."""
     return model.get("name", model) if isinstance(model, dict) else model
 
 
@@ -199,7 +200,7 @@ def evaluate(
     subject without them is a failure.
 
     Subjects whose files are refused (unreadable, missing maps, empty mask, segmentation with labels
-    other than 0/1 or on another grid) are left out, listed in ``eval/<split>/failures.csv`` and in the
+    other than 0/1 or on another grid) are left out, listed in the split's ``failures.csv`` and in the
     summary's ``failures``; the command then exits with 1. The threshold comes from the readable
     validation subjects (their failures are listed too).
 
@@ -210,7 +211,7 @@ def evaluate(
     run = Path(run).resolve()
     folder = RunFolder(run)
     read_run_config(run)
-    # One writer per eval/<split>: a second evaluation of the same split is refused, not interleaved.
+    # One writer per evaluation folder: a second evaluation of the same split is refused, not interleaved.
     with folder_lock(folder.eval_dir(spec.split), f"evaluate {spec.split}"):
         remove_temporaries(folder.figures(spec.split))  # a killed run's half-drawn figures
         return _evaluate(_inputs(run, spec), spec, torch.device(device)).to_json()

@@ -1,4 +1,4 @@
-"""The schema of ``eval/<split>/summary.json``: a typed, versioned record (docs/CONTRACTS.md).
+"""The schema of a split's ``summary.json``: a typed, versioned record (docs/CONTRACTS.md).
 
 :class:`EvalSummary` is the only place the summary's keys are spelled; :func:`mriad.evaluate.run`
 fills it in one function (``_summarise``) and writes ``to_json()``. Adding a key means adding a
