@@ -83,7 +83,7 @@ def train_command(
         "--model",
         is_eager=True,
         callback=_remember_model,
-        help="Model: pddpm, ddpm, ae, vae, svae, dae, fanogan, thresh. `--model NAME --help` shows its defaults.",
+        help="Model: pddpm, ddpm, cddpm, ae, vae, svae, dae, fanogan, thresh; `--model NAME --help`: its defaults.",
     ),
     data: Path = typer.Option(None, "--data", help="Manifest CSV (default: the workspace's last manifest)."),
     fold: int = typer.Option(None, "--fold", help="IXI cross-validation fold 0-4 (default 0)."),

@@ -30,6 +30,7 @@ from mriad.models.diffusion import (
     from_model_space,
     to_model_space,
 )
+from mriad.models.ensemble import SCORING_DEFAULTS, EnsemblePlan, Member
 from mriad.models.patches import box_masks, boxes_with_brain, chunk_size, coverage, full_box
 from mriad.models.unet import UNet
 from mriad.runtime.inference import InferenceExecutor, chunk_limit
@@ -39,7 +40,7 @@ from mriad.runtime.memory import unet_inference_bytes
 class DiffusionModel(AnomalyModel):
     """Shared implementation of pDDPM and DDPM; subclasses decide which boxes are noised."""
 
-    defaults: ClassVar[dict[str, Any]] = dict(DIFFUSION_DEFAULTS)
+    defaults: ClassVar[dict[str, Any]] = {**DIFFUSION_DEFAULTS, **SCORING_DEFAULTS}
     accepts_mask: ClassVar[bool] = True
     inference_options: ClassVar[tuple[str, ...]] = ("precision", "channels_last", "compile", "max_chunk")
 
@@ -66,6 +67,8 @@ class DiffusionModel(AnomalyModel):
         self.process = DiffusionProcess.from_config(c)
         # How reconstruct() runs the network; a plain attribute, so nothing of it enters the state_dict.
         self.executor = InferenceExecutor()
+        # Several reconstructions per slice (noise draws, t, patch sizes) and how they are scored.
+        self.plan = EnsemblePlan.from_config(c, self.name, self.ensemble_patch_size())
 
     def _check_choice(self, key: str, allowed: tuple[str, ...]) -> None:
         if self.config[key] not in allowed:
@@ -75,6 +78,14 @@ class DiffusionModel(AnomalyModel):
     def grid(self, height: int, width: int) -> torch.Tensor:
         """Boxes reconstructed at test time, ``(K, 4)``."""
         return full_box(height, width)
+
+    def member_grid(self, height: int, width: int, member: Member | None) -> torch.Tensor:
+        """The boxes of an ensemble member (its patch size), else :meth:`grid`."""
+        return self.grid(height, width)
+
+    def ensemble_patch_size(self) -> int | None:
+        """The patch size a patch ensemble varies (None: the model has no patches)."""
+        return None
 
     def training_boxes(
         self, n: int, height: int, width: int, generator: torch.Generator | None, device: Any
@@ -132,7 +143,11 @@ class DiffusionModel(AnomalyModel):
 
     @torch.no_grad()
     def reconstruct(
-        self, x: torch.Tensor, generator: torch.Generator | None = None, mask: torch.Tensor | None = None
+        self,
+        x: torch.Tensor,
+        generator: torch.Generator | None = None,
+        mask: torch.Tensor | None = None,
+        member: Member | None = None,
     ) -> torch.Tensor:
         """Reconstruct slices ``(N, 1, H, W)`` in [0, 1]: all boxes x all slices, batched, stitched.
 
@@ -142,16 +157,19 @@ class DiffusionModel(AnomalyModel):
         mask is bit-identical with and without the mask: every network call has the same batch size
         (chosen from N x K, the last call padded) and a sample's output does not depend on its
         neighbours in a fixed-shape call.
+        ``member``: an ensemble member's noise level and patch size instead of t_test and the grid.
         """
         device = next(self.parameters()).device
         x0 = to_model_space(x.to(device, non_blocking=True).float())
         n, _, height, width = x0.shape
         if generator is None:
             generator = torch.Generator(device=device).manual_seed(0)
-        boxes = self.grid(height, width).to(device)
+        boxes = self.member_grid(height, width, member).to(device)
         inside = box_masks(boxes, height, width)  # (K, 1, H, W)
         k = boxes.shape[0]
-        x_t = self.process.noised_at_test(x0, self.noise(tuple(x0.shape), generator, device))
+        eps = self.noise(tuple(x0.shape), generator, device)
+        index = self.process.test_index if member is None else member.t_test - 1
+        x_t = self.process.q_sample(x0, torch.full((n,), index, device=device, dtype=torch.long), eps)
 
         total = torch.zeros_like(x0)
         if mask is None:
@@ -164,7 +182,7 @@ class DiffusionModel(AnomalyModel):
             total.index_add_(0, skipped_slice, x0[skipped_slice] * inside[skipped_box])
 
         chunk = self.inference_chunk(n * k, height, width)  # from N x K alone: the same with or without a mask
-        t = torch.full((chunk,), self.process.test_index, device=device, dtype=torch.long)
+        t = torch.full((chunk,), index, device=device, dtype=torch.long)
 
         def make_input(start: int, stop: int) -> torch.Tensor:
             s = pair_slice[start:stop]
@@ -184,6 +202,20 @@ class DiffusionModel(AnomalyModel):
         """All the stacks' slices in one :meth:`reconstruct` (with the masks, flattened alike, if given)."""
         flat_mask = None if mask is None else mask.flatten(0, 1)
         return self.reconstruct(volumes.flatten(0, 1), generator, mask=flat_mask).unflatten(0, volumes.shape[:2])
+
+    @torch.no_grad()
+    def score_volumes(
+        self, volumes: torch.Tensor, generator: torch.Generator | None = None, mask: torch.Tensor | None = None
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """``(x_hat, score)``: one reconstruction and its residual, or the ensemble of :attr:`plan`."""
+        if self.plan.is_single():
+            return super().score_volumes(volumes, generator, mask)
+        x = volumes.flatten(0, 1).to(next(self.parameters()).device).float()
+        flat_mask = None if mask is None else mask.flatten(0, 1).to(x.device)
+        if generator is None:
+            generator = torch.Generator(device=x.device).manual_seed(0)
+        x_hat, score = self.plan.run(x, lambda m: self.reconstruct(x, generator, flat_mask, member=m), flat_mask)
+        return x_hat.unflatten(0, volumes.shape[:2]), score.unflatten(0, volumes.shape[:2])
 
     def inference_chunk(self, pairs: int, height: int, width: int) -> int:
         """Network inputs per call when reconstructing ``pairs`` (slice, box) pairs (see chunk_size)."""

@@ -23,6 +23,7 @@ import torch
 from mriad.infra.errors import MriadError
 from mriad.models.diffusion import DIFFUSION_DEFAULTS, LOSS_NORMALISATIONS, draw_device
 from mriad.models.diffusion_model import DiffusionModel
+from mriad.models.ensemble import PATCH_ENSEMBLE_DEFAULTS, SCORING_DEFAULTS, Member
 from mriad.models.patches import grid_boxes, random_boxes
 
 
@@ -44,6 +45,8 @@ class PatchedDDPM(DiffusionModel):
         "loss": "patch",
         "loss_normalisation": "box",
         **DIFFUSION_DEFAULTS,
+        **SCORING_DEFAULTS,
+        **PATCH_ENSEMBLE_DEFAULTS,
     }
 
     def __init__(self, **config: Any):
@@ -56,6 +59,14 @@ class PatchedDDPM(DiffusionModel):
 
     def grid(self, height: int, width: int) -> torch.Tensor:
         return grid_boxes(height, width, int(self.config["patch_size"]))
+
+    def member_grid(self, height: int, width: int, member: Member | None) -> torch.Tensor:
+        if member is None or member.patch_size is None:
+            return self.grid(height, width)
+        return grid_boxes(height, width, member.patch_size)
+
+    def ensemble_patch_size(self) -> int | None:
+        return int(self.config["patch_size"])
 
     def training_boxes(
         self, n: int, height: int, width: int, generator: torch.Generator | None, device: Any

@@ -12,6 +12,7 @@ from mriad.infra.errors import InputError, MriadError
 _MODELS: dict[str, str] = {
     "pddpm": "mriad.models.pddpm:PatchedDDPM",
     "ddpm": "mriad.models.ddpm:DDPM",
+    "cddpm": "mriad.models.cddpm:ConditionalDDPM",
     "thresh": "mriad.models.thresh:Thresh",
     "ae": "mriad.models.ae:AutoEncoder",
     "vae": "mriad.models.vae:VAE",

@@ -139,7 +139,10 @@ class Upsample(nn.Module):
 
 
 class UNet(nn.Module):
-    """``forward(x, t)``: ``x`` (N, in_channels, H, W), ``t`` (N,) timestep indices -> (N, out_channels, H, W)."""
+    """``forward(x, t[, cond])``: ``x`` (N, in_channels, H, W), ``t`` (N,) timestep indices -> (N, out_channels, H, W).
+
+    ``cond`` (N, 4 x base_channels), optional, is added to the time embedding (cDDPM's conditioning).
+    """
 
     def __init__(
         self,
@@ -193,8 +196,10 @@ class UNet(nn.Module):
         self.out_norm = GroupNorm32(groups, ch)
         self.out_conv = _zero(nn.Conv2d(ch, out_channels, 3, padding=1))
 
-    def forward(self, x: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, t: torch.Tensor, cond: torch.Tensor | None = None) -> torch.Tensor:
         emb = self.time_mlp(timestep_embedding(t, self.base_channels).to(x.dtype))
+        if cond is not None:  # cDDPM: a projected encoding of the clean input joins the time embedding
+            emb = emb + cond.to(emb.dtype)
         run = self._checkpointed if self.checkpointing and self.training and torch.is_grad_enabled() else _call
         h = self.stem(x)
         skips = [h]
