@@ -29,7 +29,8 @@ def evaluate_command(
 ) -> None:
     """Post-process the anomaly maps (eroded brain mask, 3D median filter), choose the Dice-maximising
     threshold on the validation split, and write per-subject metrics, a summary and figures to
-    RUN/eval/SPLIT/. Missing reconstructions are made first.
+    the run's evaluation folder of SPLIT. Missing maps, and maps made from other scans or another
+    checkpoint, are reconstructed first.
 
     Example: `mriad evaluate --split brats-test` (the last run), `mriad evaluate --run runs/a --split ixi-test`.
     """

@@ -36,10 +36,13 @@ def reconstruct_command(
         "(default: from free memory; 8 on a CPU, 64 on CUDA).",
     ),
 ) -> None:
-    """Write `<run>/recon/<split>/<subject>_rec.nii.gz` and `_score.nii.gz` (|x - x_hat|).
+    """Write each subject's reconstruction `<subject>_rec.nii.gz` and score map `_score.nii.gz`
+    (|x - x_hat|) into the run's reconstruction folder of the split, with a record of what made them.
 
     Maps lie on the preprocessed grid with its affine, so they open aligned with the input in ITK-SNAP.
-    Finished subjects are skipped: rerun after an interruption to continue.
+    Subjects whose maps were made from the same scan, mask, checkpoint and settings are skipped: rerun
+    after an interruption to continue. Any other map (new scans under the same IDs, a retrained model)
+    is made again.
 
     Example: `mriad reconstruct --run runs/pddpm-fold0 --split brats-test`
 

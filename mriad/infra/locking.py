@@ -184,7 +184,7 @@ def refuse_live_locks(folder: str | Path, why: str) -> None:
     """Raise LockError if a live process (other than this one) holds any lock file under ``folder``.
 
     For whoever deletes a tree (``train --force``): a running ``evaluate`` or ``reconstruct`` holds its
-    ``eval/<split>`` or ``recon/<split>`` lock, and removing the folder under it would leave the old
+    lock in the split's evaluation or reconstruction folder, and removing the folder under it would leave the old
     model's maps and metrics beside the new weights. Locks this process holds are its own business.
     """
     folder = Path(folder)

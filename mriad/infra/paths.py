@@ -1,6 +1,6 @@
 """Identifiers that become parts of paths, and the one way to build an output path from them.
 
-A subject ID, dataset, split or model name read from a manifest, a config.json or the command line is
+A subject ID, dataset, split or model name read from a manifest, a run's config or the command line is
 untrusted: ``../../x`` or ``a/b`` must never reach the file system. :func:`check_identifier` accepts a
 conservative pattern (what BraTS, IXI, MSLUB, BIDS and mriad's own names use) and :func:`child` joins
 parts under a folder and refuses any result that resolves outside it (symlinks included).
