@@ -39,7 +39,8 @@ def handle_errors(func: F) -> F:
 
 
 class OneLineErrors(TyperGroup):
-    """The top-level command group: a usage error (a bad value, an unknown option) is one line too.
+    """The top-level command group: option values are checked (:mod:`mriad.commands.options`), and a
+    usage error (a bad value, an unknown option) is one line like every other error.
 
     Typer draws usage errors as a multi-line box; a script's log (and a Slurm job's) then holds a
     frame instead of the message. Here they print like every other error: ``error: <what>`` naming
@@ -47,6 +48,9 @@ class OneLineErrors(TyperGroup):
     """
 
     def main(self, *args: Any, standalone_mode: bool = True, **kwargs: Any) -> Any:
+        from mriad.commands.options import guard
+
+        guard(self)  # every option's value checked before its command runs
         if not standalone_mode:
             return super().main(*args, standalone_mode=False, **kwargs)
         from typer import _click
