@@ -237,7 +237,7 @@ class _Trainer:
         if self.env.is_main:
             info(
                 f"{self.dataset}-{split}: {int(usable.sum().item())} healthy slices of {len(data.subjects)} "
-                f"patients (margin {self.spec.slice_margin} slices from any lesion, brain area >= "
+                f"patient(s) (margin {self.spec.slice_margin} slices from any lesion, brain area >= "
                 f"{self.spec.min_brain_fraction:g} of the largest); they come from patients, not healthy subjects"
             )
         return DeviceSlices.from_split(data, usable)
