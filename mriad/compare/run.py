@@ -290,7 +290,24 @@ def report(run: Path, out: Path | None = None) -> Path:
 
     run = Path(run)
     target = Path(out) if out is not None else run / "report.html"
-    html = build_report(run)
     if target.exists() and target.is_dir():
         target = target / f"{run.resolve().name}-report.html"
+    if target.exists() and not is_report(target):
+        # --out names any file: a manifest or a scan must never be replaced by a web page.
+        raise MriadError(f"{target}: exists and is not a report mriad wrote; choose another --out")
+    if target.suffix.lower() not in (".html", ".htm"):
+        raise MriadError(f"--out {target}: a report is an .html file")
+    html = build_report(run)
     return atomic_write_text(target, html)
+
+
+def is_report(path: Path) -> bool:
+    """Whether ``path`` is an HTML report written by :func:`report` (so replacing it loses nothing)."""
+    from mriad.compare.report import MARKER
+
+    try:
+        with open(path, "rb") as handle:
+            head = handle.read(1 << 16)
+    except OSError:
+        return False
+    return path.suffix.lower() in (".html", ".htm") and (MARKER.encode() in head or b'class="sub">mriad report' in head)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, fields, replace
 from pathlib import Path
 from typing import Any
@@ -34,6 +35,11 @@ class EvalSpec:
         parse_split_name(self.split)
         if self.val_split is not None:
             parse_split_name(self.val_split)
+        if self.val_split is not None and self.val_split == self.split:
+            # The threshold would be tuned on the very volumes it is then scored on.
+            raise MriadError(f"--val-split {self.val_split}: the threshold must come from another split than --split")
+        if self.threshold is not None and not math.isfinite(float(self.threshold)):
+            raise MriadError(f"--threshold {self.threshold}: must be a finite number")
         if self.data is not None:
             object.__setattr__(self, "data", Path(self.data))
 

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import shutil
 import subprocess
@@ -12,6 +11,7 @@ import numpy as np
 import pytest
 import torch
 from conftest import environment, held_elsewhere, mriad_command
+from tiny import tiny_dataset
 from torch import nn
 
 from mriad.infra.errors import LockError
@@ -19,15 +19,6 @@ from mriad.infra.io import read_nifti
 
 TINY = {"base_channels": 8, "channel_mult": "1,2", "num_res_blocks": 1, "groups": 4, "head_channels": 16}
 SPLIT = "ixi-val"  # fold 0 of the tiny data set: 3 subjects, groups of 2: shard 0 has 2, shard 1 has 1
-
-
-def tiny_dataset(root: Path) -> Path:
-    """tests/train/tinydata.py's 14 subjects (32x32x8; loaded by path: test folders are not packages)."""
-    spec = importlib.util.spec_from_file_location("tinydata", Path(__file__).parents[1] / "train" / "tinydata.py")
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module.write_tiny_dataset(root)
 
 
 def tiny_run(root: Path, manifest: Path) -> Path:

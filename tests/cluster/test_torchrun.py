@@ -13,6 +13,7 @@ from pathlib import Path
 import pytest
 import torch
 from conftest import environment
+from tiny import tiny_dataset
 
 from mriad.infra.errors import MriadError
 
@@ -69,8 +70,6 @@ def _weights(run: Path) -> dict[str, torch.Tensor]:
 
 @pytest.fixture(scope="module")
 def manifest(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    from test_reconstruct_shards import tiny_dataset
-
     return tiny_dataset(tmp_path_factory.mktemp("tiny"))
 
 
