@@ -8,7 +8,7 @@ from typing import Any
 
 
 def evaluation_records(run: Path) -> list[dict[str, Any]]:
-    """Every ``eval/<split>/summary.json`` of the run: metrics with the protocol they were measured by."""
+    """Every evaluated split's ``summary.json`` of the run: metrics with the protocol they were measured by."""
     from mriad.contracts.run_folder import RunFolder
 
     folder = RunFolder(run)

@@ -83,7 +83,7 @@ def weights_sha256(name: str, config: dict[str, Any], state_dict: dict[str, torc
 
 
 def from_run(run: str | Path, which: str = "best") -> ModelSource:
-    """A run folder's model (``checkpoints/<which>.pt``, loaded with ``weights_only``) and records."""
+    """A run folder's model (its ``<which>.pt`` checkpoint, loaded with ``weights_only``) and records."""
     from mriad.contracts.run_folder import RunFolder, calibrated_thresholds, model_identity
     from mriad.infra.io import safe_torch_load
     from mriad.models.registry import get_model_class

@@ -161,7 +161,7 @@ class _Trainer:
             self._restore_weights(run, model, optimizers, state, options)
         loop = TrainingLoop(self, model, optimizers, options, train_data, val_data)
         loop.restore(state, read_metrics(run) if (state is not None and self.env.is_main) else [])
-        # Written only now, when nothing is left to refuse: a refused start leaves no config.json
+        # Written only now, when nothing is left to refuse: a refused start leaves no run config
         # that would make the rerun look like a run to --resume.
         created = existing.get("created") if existing else None
         if self.env.is_main:
@@ -183,15 +183,16 @@ class _Trainer:
     def _restore_weights(
         self, run: RunFolder, model: Any, optimizers: list, state: dict[str, Any], options: dict[str, Any]
     ) -> None:
-        """Load last.pt into a model built from config.json; a mismatch is one line, not a tensor dump."""
+        """Load last.pt into a model built from the run's config; a mismatch is one line, not a tensor dump."""
         stored = state.get("config") if isinstance(state.get("config"), dict) else {}
         differ = sorted(
             k for k in options
             if k in stored and _plain(stored[k]) != _plain(options[k]) and k not in _RESUMABLE_CHANGES
         )
         if differ:
-            details = ", ".join(f"{k} {stored[k]!r} in the checkpoint, {options[k]!r} in config.json" for k in differ)
-            raise MriadError(f"{run.last}: does not match {run.config} ({details}); was config.json edited?")
+            name = run.config.name
+            details = ", ".join(f"{k} {stored[k]!r} in the checkpoint, {options[k]!r} in {name}" for k in differ)
+            raise MriadError(f"{run.last}: does not match {run.config} ({details}); was {name} edited?")
         try:
             model.load_state_dict(state["state_dict"])
             for optimizer, saved in zip(optimizers, state["optimizers"], strict=True):
@@ -256,7 +257,7 @@ class _Trainer:
 
 
 def _plain(value: Any) -> str:
-    """A comparable form of an option (a tuple from a checkpoint equals the list from config.json)."""
+    """A comparable form of an option (a tuple from a checkpoint equals the list from the run's config)."""
     import json
 
     return json.dumps(value, sort_keys=True, default=str)

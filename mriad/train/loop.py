@@ -204,7 +204,7 @@ class TrainingLoop:
                         self._check_finite()
                     if self.checkpoint_every is not None and self.step % self.checkpoint_every == 0:
                         self._check_finite()
-                        self._save(step_copy=True)  # checkpoints/step-K.pt, for learning curves
+                        self._save(step_copy=True)  # the step-K.pt checkpoint, for learning curves
                     now = time.monotonic()
                     if progress is not None and now - last_status >= _STATUS_INTERVAL_S:
                         rate = (self.step - last_step) * self.batch_size * self.env.world_size / (now - last_status)

@@ -19,8 +19,8 @@ class TrainSpec:
 
     ``options`` override the model's defaults (None values are ignored). ``max_steps`` stops after
     that many optimisation steps in total (a resumable interruption); ``force`` starts an existing run
-    over; ``resume`` continues it from ``checkpoints/last.pt``. ``checkpoint_every`` keeps
-    ``checkpoints/step-K.pt`` every that many steps (learning curves); ``patience`` stops once that
+    over; ``resume`` continues it from its ``last.pt`` checkpoint. ``checkpoint_every`` keeps a
+    ``step-K.pt`` checkpoint every that many steps (learning curves); ``patience`` stops once that
     many validations in a row did not lower the best validation loss (early stopping).
     ``healthy_slices`` trains (and validates) on the lesion-free slices of ``<dataset>-train``
     (``-val``) only: slices at least ``slice_margin`` slices away from any lesion voxel whose brain
@@ -62,7 +62,7 @@ class TrainSpec:
             raise MriadError(f"--min-brain-fraction {self.min_brain_fraction}: must be in [0, 1]")
 
     def training_record(self) -> dict[str, Any]:
-        """The training-protocol settings that were set, for config.json (empty: nothing recorded)."""
+        """The training-protocol settings that were set, for the run's config (empty: nothing recorded)."""
         record: dict[str, Any] = {}
         if self.checkpoint_every is not None:
             record["checkpoint_every"] = int(self.checkpoint_every)
