@@ -2,7 +2,7 @@
 
 A *group* is what one row of the table shows: the runs of one model trained on the different
 cross-validation folds. Two runs of the same model on the same fold must differ in something, so they
-are told apart by, in this order: the ``label`` in their config.json, the options that differ between
+are told apart by, in this order: the ``label`` in their run config, the options that differ between
 them, their folder name without the fold part, their folder name.
 """
 
@@ -19,6 +19,7 @@ import numpy as np
 import pandas as pd
 
 from mriad.compare.collect import RunEval
+from mriad.contracts.run_folder import CONFIG
 from mriad.infra.errors import MriadError
 
 
@@ -168,7 +169,7 @@ def _refuse_duplicates(runs: Sequence[RunEval]) -> None:
         if key in seen:
             raise MriadError(
                 f"runs {seen[key].path} and {run.path} (model {run.model}, fold {run.fold}) cannot be told "
-                'apart: give them different folder names or a "label" in config.json'
+                f'apart: give them different folder names or a "label" in {CONFIG}'
             )
         seen[key] = run
     raise MriadError("runs of model " + runs[0].model + " cannot be told apart")  # pragma: no cover
