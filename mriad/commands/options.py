@@ -147,6 +147,12 @@ def _check_text(command: str, option: str, value: str) -> None:
         if unknown:
             raise OptionError(f"unknown metric(s) {', '.join(map(repr, unknown))}; known: {', '.join(METRICS)}")
         return
+    if command == "evaluate" and option == "--checkpoint":  # best, or a kept step-K (issue 21.3)
+        from mriad.contracts.run_folder import step_of
+
+        if value != "best" and step_of(value) is None:
+            raise OptionError(f"{value!r}: expected best or step-K (a train --checkpoint-every checkpoint)")
+        return
     allowed = CHOICES.get(f"{command} {option}", CHOICES.get(option))
     if allowed is not None:
         values = list(allowed() if callable(allowed) else allowed)
@@ -170,6 +176,57 @@ def _check_text(command: str, option: str, value: str) -> None:
 
         if not is_identifier(value):
             raise OptionError(f"{value!r} cannot be used in a file name (letters, digits, '.', '_', '-', '+')")
+
+
+def check_model_settings(model: str | None, pairs: Iterable[str]) -> None:
+    """``--set key=value``: a known key of ``model`` and a value of its default's type.
+
+    ``--model`` is eager, so its value is known here. An unknown model is left to its own check.
+    """
+    from mriad.infra.errors import MriadError
+
+    try:
+        from mriad.models.registry import get_model_class
+
+        cls = get_model_class(str(model))
+    except MriadError:
+        return
+    defaults = {**cls.common_defaults, **cls.defaults}
+    for pair in pairs:
+        if "=" not in pair:
+            raise OptionError(f"{pair!r}: expected key=value, e.g. --set octaves=4")
+        key, text = (part.strip() for part in pair.split("=", 1))
+        key = key.replace("-", "_")
+        if key not in defaults:
+            raise OptionError(f"{pair!r}: {model} has no option {key!r}; known: {', '.join(defaults)}")
+        default = defaults[key]
+        items = text.split(",") if isinstance(default, tuple | list) else [text]
+        kind = type(default[0]) if isinstance(default, tuple | list) and default else type(default)
+        for item in items:
+            if not _parses_as(kind, item.strip()):
+                raise OptionError(
+                    f"{pair!r}: {key} takes {_KIND_NAMES.get(kind, kind.__name__)} values (default {default!r})"
+                )
+
+
+_KIND_NAMES = {bool: "true/false", int: "whole-number", float: "finite number"}
+
+
+def _parses_as(kind: type, text: str) -> bool:
+    if kind is bool:
+        return text.lower() in ("1", "0", "true", "false", "yes", "no", "on", "off")
+    if kind is int:
+        try:
+            int(text)
+        except ValueError:
+            return False
+        return True
+    if kind is float:
+        try:
+            return math.isfinite(float(text))
+        except ValueError:
+            return False
+    return True
 
 
 def guard(group: Any) -> None:
@@ -201,6 +258,8 @@ def _guard_param(command: str, param: Any) -> None:
     def checked(ctx: Any, this: Any, value: Any) -> Any:
         try:
             check_value(command, option, annotation, value)
+            if option == "--set" and value:
+                check_model_settings(ctx.params.get("model"), value)
         except OptionError as exc:
             raise _click.exceptions.BadParameter(str(exc), ctx=ctx, param=this) from None
         return original(ctx, this, value) if original is not None else value

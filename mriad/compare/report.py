@@ -43,6 +43,9 @@ img { max-width: 100%; border: 1px solid #eee; margin: 0.4rem 0; }
 figure { margin: 0.6rem 0; } figcaption { color: #555; font-size: 0.85rem; }
 """
 
+# In the head of every report: `mriad report --out` replaces an existing file only if it carries this.
+MARKER = '<meta name="generator" content="mriad report">'
+
 
 def _img(png: bytes, alt: str) -> str:
     data = base64.b64encode(png).decode("ascii")
@@ -223,7 +226,7 @@ def build_report(run: Path) -> str:
         "<h2>Configuration</h2><pre>" + escape(json.dumps(config, indent=2, default=str)) + "</pre>",
     ]
     return (
-        '<!DOCTYPE html>\n<html lang="en"><head><meta charset="utf-8">'
+        f'<!DOCTYPE html>\n<html lang="en"><head><meta charset="utf-8">{MARKER}'
         f"<title>{escape(title)}</title><style>{_CSS}</style></head><body>"
         f'<h1>{escape(title)}</h1><p class="sub">mriad report, written {created}</p>'
         + "".join(sections)

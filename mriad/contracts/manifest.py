@@ -215,6 +215,11 @@ def select_split(frame: pd.DataFrame, name: str, fold: int = 0) -> pd.DataFrame:
     """Rows of a named split; ``ixi-train``/``ixi-val`` follow fold ``fold`` of the trainval rows."""
     dataset, split = parse_split_name(name)
     rows = frame[frame["dataset"].astype(str) == dataset]
+    folds = sorted({int(f) for f in rows.loc[rows["split"] == "trainval", "fold"]})
+    if split in ("train", "val") and folds and fold not in folds:
+        # Otherwise fold 7 of 5 "trains on every fold" and validates on none.
+        source = frame.attrs.get("path", "manifest")
+        raise ManifestError(f"--fold {fold}: {source} has {dataset} folds {', '.join(map(str, folds))} only")
     if split == "all":
         chosen = rows
     elif split == "train":

@@ -75,7 +75,8 @@ def split_lesions(
     """Patients to val / test, and with ``train_fraction`` > 0 some to train (their healthy slices)."""
     frame = frame.copy()
     n = len(frame)
-    n_val = min(max(1, int(round(fraction * n))), n - 1) if n > 1 else 0
+    # A positive fraction of a small set still gives one val subject; 0 means none (`--mslub-val 0`).
+    n_val = min(max(1, int(round(fraction * n))), n - 1) if n > 1 and fraction > 0 else 0
     n_train = min(int(round(train_fraction * n)), n - n_val - 1) if train_fraction > 0 else 0
     if train_fraction > 0 and n_train < 1:
         raise ManifestError(f"{n} lesion subjects are too few for train, val ({n_val}) and test parts")

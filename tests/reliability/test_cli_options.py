@@ -118,3 +118,69 @@ def test_an_invalid_value_is_one_line_and_changes_nothing(
     assert len(lines) == 1, f"expected one error line, got {lines!r} in:\n{output}"
     assert option in lines[0] or value in lines[0], lines[0]
     assert snapshot(tmp_path, ["*"]) == before
+
+
+# ---- values that are wrong only in context -----------------------------------------------------------
+def _one_line_refusal(cli, tmp_path: Path, args: list[str], *fragments: str) -> None:
+    before = snapshot(tmp_path, ["*"])
+    result = cli("--device", "cpu", "--hide-progress", *args)
+    assert result.exit_code != 0, result.output
+    lines = error_lines(result.output)
+    assert len(lines) == 1 and "Traceback" not in result.output, result.output
+    for fragment in fragments:
+        assert fragment in lines[0], lines[0]
+    assert snapshot(tmp_path, ["*"]) == before
+
+
+def test_a_fold_the_manifest_lacks_is_refused(cli, inputs: dict[str, Path], tmp_path: Path) -> None:
+    args = ["train", "--model", "pddpm", "--data", str(inputs["manifest"]), "--out", str(inputs["out"])]
+    _one_line_refusal(cli, tmp_path, [*args, "--fold", "7"], "--fold 7", "folds 0, 1, 2, 3 only")
+
+
+def test_val_split_equal_to_split_is_refused(cli, inputs: dict[str, Path], tmp_path: Path) -> None:
+    args = ["evaluate", "--run", str(inputs["run"]), "--split", "brats-test", "--val-split", "brats-test"]
+    _one_line_refusal(cli, tmp_path, args, "--val-split brats-test", "another split")
+
+
+@pytest.mark.parametrize("victim", ["manifest", "html"])
+def test_report_out_never_replaces_a_file_it_did_not_write(
+    victim: str, cli, inputs: dict[str, Path], tmp_path: Path
+) -> None:
+    target = inputs["manifest"]
+    if victim == "html":
+        target = tmp_path / "notes.html"
+        target.write_text("<html><body>my notes</body></html>")
+    _one_line_refusal(cli, tmp_path, ["report", str(inputs["run"]), "--out", str(target)], str(target), "not a report")
+
+
+def test_report_out_must_be_html_and_may_replace_its_own_report(cli, inputs: dict[str, Path], tmp_path: Path) -> None:
+    _one_line_refusal(cli, tmp_path, ["report", str(inputs["run"]), "--out", str(tmp_path / "r.txt")], ".html")
+    target = tmp_path / "r.html"
+    for _ in range(2):  # the second run replaces the report the first wrote
+        result = cli("--hide-progress", "report", str(inputs["run"]), "--out", str(target))
+        assert result.exit_code == 0, result.output
+    assert "mriad report" in target.read_text()
+
+
+def test_mslub_val_0_puts_no_subject_in_val() -> None:
+    import pandas as pd
+
+    from mriad.split import SplitSettings, split_frame
+
+    frame = pd.DataFrame(
+        {
+            "subject_id": ["M1", "M2"],
+            "dataset": "mslub",
+            "split": "",
+            "fold": -1,
+            "label": 1,
+            "image": ["/a.nii.gz", "/b.nii.gz"],
+            "mask": "",
+            "seg": ["/sa.nii.gz", "/sb.nii.gz"],
+            "age": "",
+        }
+    )
+    zero = split_frame(frame, SplitSettings(lesion_val_fraction={"mslub": 0.0}))
+    assert list(zero["split"]) == ["test", "test"]
+    default = split_frame(frame, SplitSettings())
+    assert sorted(default["split"]) == ["test", "val"]  # a positive fraction still gives one

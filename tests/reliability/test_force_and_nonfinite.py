@@ -65,12 +65,16 @@ def test_force_with_a_mistyped_manifest_deletes_nothing(cli, run_copy, tmp_path:
     assert snapshot(tmp_path, ["*"]) == before
 
 
-def test_force_with_a_bad_option_deletes_nothing(cli, run_copy, data_copy: Path, tmp_path: Path) -> None:
+def test_force_with_a_bad_option_deletes_nothing(run_copy, data_copy: Path, tmp_path: Path) -> None:
+    """Through the Python API (the CLI refuses the option even earlier): the engine validates first."""
+    from mriad.infra.errors import MriadError
+    from mriad.train import fit
+
     run = run_copy()
     before = snapshot(tmp_path, ["*"])
-    result = cli(*TRAIN, "--data", data_copy, "--out", run, "--force", "--set", "no_such_option=1")
-    assert result.exit_code == 1, result.output
-    assert_one_line_error(result.output, "unknown option(s) no_such_option")
+    options = {**TINY_PDDPM, "epochs": 1, "no_such_option": 1}
+    with pytest.raises(MriadError, match="unknown option"):
+        fit("pddpm", data=data_copy, out=run, options=options, device="cpu", force=True)
     assert snapshot(tmp_path, ["*"]) == before
 
 
