@@ -2,13 +2,14 @@
 
 ``train`` writes ``config.json``, ``metrics.csv`` and ``checkpoints/{last,best}.pt``; ``reconstruct``
 writes ``recon/<split>/<subject>_{rec,score}.nii.gz`` and, after both maps, ``<subject>.json``, the
-record of what made them (:mod:`mriad.contracts.recon_records`); ``evaluate`` writes ``eval/<split>/{per_subject.csv,summary.json,figures/}``;
-``report`` writes ``report.html``. ``train --checkpoint-every N`` also keeps ``checkpoints/step-K.pt``;
-``evaluate --checkpoint step-K`` works in ``checkpoint-views/step-K/``, a run folder of its own (the
-run's config.json, that checkpoint as its best.pt, its own recon/ and eval/), so the best checkpoint's
-maps and numbers are never overwritten. Every other module asks :class:`RunFolder` for these paths, and every
-split or subject name that becomes part of one is checked (:mod:`mriad.infra.paths`), so a name read
-from a manifest can never address a file outside the folder.
+record of what made them (:mod:`mriad.contracts.recon_records`); ``evaluate`` writes
+``eval/<split>/{per_subject.csv,summary.json,figures/}``; ``report`` writes ``report.html``.
+``train --checkpoint-every N`` also keeps ``checkpoints/step-K.pt``; ``evaluate --checkpoint step-K``
+works in ``checkpoint-views/step-K/``, a run folder of its own (the run's config.json, that checkpoint
+as its best.pt, its own recon/ and eval/), so the best checkpoint's maps and numbers are never
+overwritten. Every other module asks :class:`RunFolder` for these paths, and every split or subject
+name that becomes part of one is checked (:mod:`mriad.infra.paths`), so a name read from a manifest
+can never address a file outside the folder.
 
 Everything is written atomically, and an existing run is never silently overwritten: continuing it
 needs ``--resume``, replacing it ``--force``.
