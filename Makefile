@@ -15,6 +15,8 @@ $(STAMP): pyproject.toml
 	# torch first and pinned: an unpinned torch would pull a multi-GB CUDA build.
 	$(BIN)/python -m pip install -q torch==2.13.0
 	$(BIN)/python -m pip install -q -e ".[dev]"
+	# The HTML viewer's script (NiiVue, BSD-2-Clause), inlined into pages so they work offline; optional.
+	command -v npm >/dev/null && npm install -s --prefix $(VENV)/niivue --no-save --no-audit --no-fund --ignore-scripts @niivue/niivue@0.69.0 || echo "npm missing or failed: HTML pages get no NiiVue viewer"
 	touch $(STAMP)
 
 demo: install

@@ -71,7 +71,7 @@ def write_scan_outputs(
     if settings.viewer:
         from mriad.viewer import write_viewer
 
-        write_viewer(
+        written = write_viewer(
             paths["viewer"],
             scan.data,
             affine,
@@ -81,7 +81,8 @@ def write_scan_outputs(
             threshold=settings.threshold,
             title=f"mriad detect: {subject.subject_id}",
         )
-        outputs["viewer"] = str(paths["viewer"])
+        if written is not None:
+            outputs["viewer"] = str(written)
     voxel_ml = abs(float(np.linalg.det(affine[:3, :3]))) / 1000.0
     brain = final["mask"]
     values = final["anomaly"][brain] if brain.any() else np.zeros(1, np.float32)
