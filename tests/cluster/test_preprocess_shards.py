@@ -30,7 +30,7 @@ def _contents(out: Path) -> dict[str, bytes]:
     return files
 
 
-@pytest.mark.slow  # ~35 s on 2 busy cores: three `python -m mriad` start-ups
+@pytest.mark.slow  # 35-55 s on 2 busy cores: three `python -m mriad` start-ups
 def test_shards_in_parallel_then_merge_equal_one_run(tiny_raw: Path, tmp_path: Path) -> None:
     whole, sharded = tmp_path / "whole", tmp_path / "sharded"
     from mriad.preprocess import preprocess
