@@ -57,7 +57,11 @@ def atomic_path(path: str | Path, suffix: str | None = None) -> Iterator[Path]:
     path.parent.mkdir(parents=True, exist_ok=True)
     # Keep the real suffix (.nii.gz, .png, ...) so libraries that dispatch on the name still work.
     suffix = suffix if suffix is not None else "".join(path.suffixes)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name.split('.')[0]}.", suffix=".tmp" + suffix, dir=path.parent)
+    try:
+        fd, tmp = tempfile.mkstemp(prefix=f".{path.name.split('.')[0]}.", suffix=".tmp" + suffix, dir=path.parent)
+    except OSError as exc:
+        _raise_named(exc, path)
+        raise
     os.close(fd)
     tmp_path = Path(tmp)
     try:
@@ -65,10 +69,18 @@ def atomic_path(path: str | Path, suffix: str | None = None) -> Iterator[Path]:
         # mkstemp creates 0600 files; outputs get the usual umask-governed permissions instead.
         os.chmod(tmp_path, 0o666 & ~_UMASK)
         os.replace(tmp_path, path)
-    except BaseException:
+    except BaseException as exc:
         with contextlib.suppress(FileNotFoundError):
             tmp_path.unlink()
+        if isinstance(exc, OSError):
+            _raise_named(exc, path)
         raise
+
+
+def _raise_named(exc: OSError, path: Path) -> None:
+    """Raise ``exc`` again naming ``path`` when it names no file (a full disk fails a nameless write())."""
+    if exc.filename is None and exc.errno is not None:
+        raise OSError(exc.errno, exc.strerror, str(path)) from exc
 
 
 def remove_temporaries(folder: str | Path) -> int:

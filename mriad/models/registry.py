@@ -55,7 +55,17 @@ def load_checkpoint_model(path: str | Path, device: Any = "cpu", expect_model: s
     name = checkpoint["model"]
     if expect_model is not None and name != expect_model:
         raise InputError(path, f"checkpoint holds model {name!r}, expected {expect_model!r}")
-    model = build_model(name, **checkpoint.get("config", {}))
+    config = checkpoint.get("config", {})
+    if not isinstance(config, dict):
+        raise InputError(path, f"not an mriad checkpoint (its config is a {type(config).__name__}, not a dict)")
+    try:
+        model = build_model(name, **config)
+    except MriadError as exc:
+        raise InputError(path, f"its stored config is refused: {exc}") from None
+    except Exception as exc:  # a value of the wrong type or range deep inside a network constructor
+        first = str(exc).strip().splitlines()[0][:160] if str(exc).strip() else type(exc).__name__
+        reason = f"its stored config cannot build model {name!r} ({type(exc).__name__}: {first})"
+        raise InputError(path, reason) from None
     try:
         model.load_state_dict(checkpoint["state_dict"])
     except RuntimeError as exc:
