@@ -12,7 +12,7 @@ import os
 import re
 from pathlib import Path
 
-from mriad.infra.errors import InputError, MriadError, MriadError
+from mriad.infra.errors import InputError, MriadError
 
 # Letters, digits, '.', '_', '-', '+'; starts with a letter or digit (so never '.', '..' or a dot-file).
 IDENTIFIER = re.compile(r"[A-Za-z0-9][A-Za-z0-9._+-]{0,199}")
