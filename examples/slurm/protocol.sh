@@ -61,7 +61,7 @@ if wanted preprocess; then
     for dataset in $DATASETS; do
         raw_var=RAW_$dataset
         : "${!raw_var:?set $raw_var, the raw $dataset folder}"
-        export_vars="ALL,DATASET=$dataset,RAW=${!raw_var}"  # OPTS_<dataset> travels in the environment
+        export_vars="ALL,DATASET=$dataset,RAW=${!raw_var},SHARDS=$PREP_SHARDS"  # OPTS_<dataset> travels in the environment
         shards=$(submit "" "preprocess $dataset" --array=0-$((PREP_SHARDS - 1)) --export="$export_vars" \
             "$here/preprocess.sbatch")
         merged+=("$(submit "afterany:$shards" "merge $dataset" --export="$export_vars" "$here/preprocess-merge.sbatch")")
@@ -85,7 +85,7 @@ for model in $MODELS; do
         run=$RUNS/$model-fold$fold recon=""
         if wanted reconstruct; then
             recon=$(submit "${train:+afterok:${train}_$fold}" "reconstruct $model fold $fold" \
-                --array=0-$((RECON_SHARDS - 1)) --export="ALL,RUN=$run" "$here/reconstruct.sbatch")
+                --array=0-$((RECON_SHARDS - 1)) --export="ALL,RUN=$run,SHARDS=$RECON_SHARDS" "$here/reconstruct.sbatch")
         fi
         if wanted evaluate; then
             evaluated+=("$(submit "${recon:+afterany:$recon}" "evaluate $model fold $fold" --export="ALL,RUN=$run" \
