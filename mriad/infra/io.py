@@ -185,10 +185,9 @@ def _pick_affine(img: Any, path: Path) -> tuple[np.ndarray, str]:
             note = f"{path.name}: sform and qform disagree; using the sform (the qform is up to {apart:.1f} mm off)"
     if sform is not None and scode > 0:
         affine = sform
-    elif qform is not None and qcode > 0:
-        affine = qform
     else:
-        affine = header.get_best_affine()
+        _check_voxel_size(img, path)
+        affine = qform if qform is not None and qcode > 0 else header.get_best_affine()
     affine = np.asarray(affine, dtype=np.float64)
     if not np.all(np.isfinite(affine)) or abs(np.linalg.det(affine[:3, :3])) < 1e-9:
         raise InputError(path, "invalid voxel-to-world affine (singular or non-finite)")
@@ -358,15 +357,33 @@ def _check_scale_factor(img: Any, path: Path) -> None:
         raise InputError(path, f"invalid intensity scale factor in the header (scl_slope={slope}, scl_inter={inter})")
 
 
-def _stored_scaling(img: Any) -> tuple[float | None, float]:
-    """(scl_slope, scl_inter) as stored on disk; (None, 0) when the header cannot be read again."""
+def _stored_header(img: Any) -> Any:
+    """The header as stored on disk (a loaded one has scaling reset and pixdim repaired); None if unreadable."""
     try:
         holder = img.file_map.get("header") or img.file_map["image"]  # a .hdr/.img pair, or one .nii file
         with holder.get_prepare_fileobj("rb") as handle:
-            header = type(img.header).from_fileobj(handle, check=False)
-        return float(np.asarray(header["scl_slope"])), float(np.asarray(header["scl_inter"]))
+            return type(img.header).from_fileobj(handle, check=False)
     except Exception:  # in-memory images, exotic file maps: nothing stored to check
+        return None
+
+
+def _stored_scaling(img: Any) -> tuple[float | None, float]:
+    """(scl_slope, scl_inter) as stored on disk; (None, 0) when the header cannot be read again."""
+    header = _stored_header(img)
+    if header is None:
         return None, 0.0
+    return float(np.asarray(header["scl_slope"])), float(np.asarray(header["scl_inter"]))
+
+
+def _check_voxel_size(img: Any, path: Path) -> None:
+    """Without an sform the voxel size is pixdim, which nibabel silently repairs (0 or NaN -> 1 mm)."""
+    header = _stored_header(img)
+    if header is None:
+        return
+    zooms = np.asarray(header["pixdim"][1:4], dtype=np.float64)
+    if not np.all(np.isfinite(zooms)) or np.any(zooms == 0):
+        shown = ", ".join(f"{z:g}" for z in zooms)
+        raise InputError(path, f"invalid voxel size ({shown} mm) in the header's pixdim, and no sform to use instead")
 
 
 def _short(exc: BaseException) -> str:

@@ -136,3 +136,20 @@ def test_trailing_bytes_after_an_uncompressed_image_are_refused(tmp_path: Path) 
     path.write_bytes(_nifti_bytes(np.ones((4, 4, 4), np.float32)) + b"x" * 100)
     with pytest.raises(InputError, match="100 bytes of trailing data"):
         read_nifti(path)
+
+
+@pytest.mark.parametrize("pixdim", [0.0, float("nan")])
+def test_a_bad_voxel_size_names_the_image(tmp_path: Path, pixdim: float) -> None:
+    """pixdim 0 or NaN without an sform: nibabel reads 1 mm; refused instead, naming the image (its
+    mask, on a proper grid, would otherwise be refused for lying on "another grid")."""
+    from mriad.infra.errors import InputError
+    from mriad.infra.io import read_nifti
+
+    header = bytearray(_nifti_bytes(np.ones((4, 4, 4), np.float32)))
+    struct.pack_into("<f", header, 80, pixdim)  # pixdim[1]
+    struct.pack_into("<hh", header, 252, 0, 0)  # qform_code, sform_code: none
+    path = tmp_path / "image.nii.gz"
+    path.write_bytes(gzip.compress(bytes(header), mtime=0))
+    with pytest.raises(InputError, match="invalid voxel size") as caught:
+        read_nifti(path)
+    assert str(caught.value).startswith(str(path))
