@@ -119,11 +119,13 @@ class ConditionalDDPM(AnomalyModel):
         )
         emb_dim = 4 * base
         # Zero-initialised output: a fresh model starts as the unconditioned DDPM.
-        self.project = nn.Sequential(nn.Linear(cond_dim, emb_dim), nn.SiLU(), nn.Linear(emb_dim, emb_dim))
-        nn.init.zeros_(self.project[2].weight)
-        nn.init.zeros_(self.project[2].bias)
+        last = nn.Linear(emb_dim, emb_dim)
+        nn.init.zeros_(last.weight)
+        nn.init.zeros_(last.bias)
+        self.project = nn.Sequential(nn.Linear(cond_dim, emb_dim), nn.SiLU(), last)
         self.mim = MaskedImageModelling(self.encoder, float(c["mask_ratio"]), groups) if c["pretrain_steps"] else None
         # Pretraining steps done so far: a buffer, so checkpoints carry it and --resume continues.
+        self.pretrained_steps: torch.Tensor
         self.register_buffer("pretrained_steps", torch.zeros((), dtype=torch.long))
         self.process = DiffusionProcess.from_config(c)
         self.executor = InferenceExecutor()

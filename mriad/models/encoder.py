@@ -66,6 +66,7 @@ class ResNetEncoder(nn.Module):
         groups: int = 32,
     ):
         super().__init__()
+        self.in_channels = in_channels
         if len(widths) != len(blocks) or not widths:
             raise ValueError(f"encoder: {len(widths)} widths for {len(blocks)} stages")
         # Stem at stride 2 without max-pooling: 96 x 96 slices are small next to ImageNet's 224.
@@ -112,7 +113,7 @@ class MaskedImageModelling(nn.Module):
                 nn.ReLU(),
             ]
             channels = out
-        layers.append(nn.Conv2d(channels, encoder.stem[0].in_channels, 1))
+        layers.append(nn.Conv2d(channels, encoder.in_channels, 1))
         self.decoder = nn.Sequential(*layers)
 
     def patch_mask(self, x: torch.Tensor, generator: torch.Generator | None) -> torch.Tensor:
