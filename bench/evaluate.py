@@ -88,8 +88,11 @@ def baseline(data: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
 
 def torch_path(data: dict[str, np.ndarray], device: torch.device) -> dict[str, np.ndarray]:
     """mriad's stage functions on already-loaded volumes."""
+    from mriad.evaluate.protocol import PROTOCOLS
     from mriad.evaluate.run import choose_threshold, postprocess_split, subject_metrics
     from mriad.evaluate.volumes import SplitVolumes
+
+    brain = PROTOCOLS["brain"]  # the numpy path above counts brain voxels, >= and 6-connectivity
 
     n = len(data["score"])
     rows = pd.DataFrame({"subject_id": [f"S{i}" for i in range(n)], "dataset": "bench", "label": 1})
@@ -102,9 +105,9 @@ def torch_path(data: dict[str, np.ndarray], device: torch.device) -> dict[str, n
         seg=torch.from_numpy(data["seg"]),
         affine=np.eye(4),
     )
-    maps = postprocess_split(volumes, device)
-    chosen = choose_threshold(volumes, maps, "exact")
-    table = subject_metrics(volumes, maps, chosen.threshold)
+    maps = postprocess_split(volumes, device, protocol=brain)
+    chosen = choose_threshold(volumes, maps, "exact", protocol=brain)
+    table = subject_metrics(volumes, maps, chosen.threshold, protocol=brain)
     return {name: table[name].to_numpy(dtype=float) for name in ("auprc", "auroc", "dice")} | {
         "threshold": chosen.threshold
     }

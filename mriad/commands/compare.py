@@ -56,11 +56,14 @@ def compare_command(
     if not settings.quiet and not settings.json:
         rows, names = summary["rows"], [group["name"] for group in summary["groups"]]
         header, body = tables.table_one(rows, names, summary["metrics"])
-        console.print(tables.rich_table(f"{split}: mean ± std over folds (best in bold)", header, body))
+        title = f"{split}, {summary['protocol']} protocol: mean ± std over folds (best in bold)"
+        console.print(tables.rich_table(title, header, body))
         stats_header, stats_body = tables.stats_table(rows, summary["metrics"])
         console.print(tables.rich_table(f"against {summary['baseline']}", stats_header, stats_body))
         console.print(
-            method_note(split, summary["baseline"], resamples, summary["n_subjects"]), style="dim", markup=False
+            method_note(split, summary["baseline"], resamples, summary["n_subjects"], summary["protocol"]),
+            style="dim",
+            markup=False,
         )
     _say(f"comparison written to {summary['out']}")
     for name, path in summary["files"].items():

@@ -26,11 +26,30 @@ def evaluate_command(
         "exact", "--threshold-search", help="exact (all thresholds) or bisection (the reference's 10 steps)."
     ),
     figures: bool = typer.Option(True, "--figures/--no-figures", help="Write example and PR-curve figures."),
+    protocol: str = typer.Option(
+        "reference",
+        "--protocol",
+        help="reference: what the pDDPM reference code computes (whole-volume AUROC/AUPRC, `>`, components "
+        "<= 7 voxels dropped under 26-connectivity, no clamp); brain: every number inside the brain mask "
+        "(`>=`, < 7 voxels, 6-connectivity, clamp). See docs/evaluation.md.",
+    ),
+    clamp: bool = typer.Option(
+        None,
+        "--clamp/--no-clamp",
+        help="Clip the reconstruction to [0, 1] before the residual (default: the protocol's; reference: no).",
+    ),
+    healthy_split: str = typer.Option(
+        None,
+        "--healthy-split",
+        help="Healthy split (e.g. ixi-val) giving the 1/5/10 % FPR thresholds, their Dice and the healthy l1; "
+        "reconstructed if needed (default: the training data set's val split, if reconstructed).",
+    ),
 ) -> None:
     """Post-process the anomaly maps (eroded brain mask, 3D median filter), choose the Dice-maximising
     threshold on the validation split, and write per-subject metrics, a summary and figures to
     the run's evaluation folder of SPLIT. Missing maps, and maps made from other scans or another
-    checkpoint, are reconstructed first.
+    checkpoint, are reconstructed first. `--protocol` decides over which voxels
+    the numbers are counted (docs/evaluation.md defines every number).
 
     Example: `mriad evaluate --split brats-test` (the last run), `mriad evaluate --run runs/a --split ixi-test`.
     """
@@ -54,6 +73,9 @@ def evaluate_command(
         threshold=threshold,
         threshold_search=threshold_search,
         figures=figures,
+        protocol=protocol,
+        clamp=clamp,
+        healthy_split=healthy_split,
     )
     manifest, missing = splits_to_reconstruct(run, spec)
     if missing:
@@ -64,7 +86,9 @@ def evaluate_command(
             info(f"{RunFolder(run).recon_dir(name)}: maps missing, reconstructing them first")
             reconstruct(run, name, data=manifest, device=str(device))
     summary = evaluate(run, spec, device=device)
-    table = Table(title=f"{summary.get('model') or 'run'} on {split} ({summary['n_subjects']} subjects)")
+    table = Table(
+        title=f"{summary.get('model') or 'run'} on {split} ({summary['n_subjects']} subjects, {protocol} protocol)"
+    )
     table.add_column("metric")
     table.add_column("value", justify="right")
     for name, value in summary_rows(summary):

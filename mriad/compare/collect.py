@@ -143,7 +143,7 @@ def read_per_subject(path: Path) -> pd.DataFrame:
     if frame.empty:
         raise InputError(path, "has no subjects")
     for column in frame.columns:
-        if column in ("subject_id", "dataset"):
+        if column in ("subject_id", "dataset", "protocol"):
             continue
         converted = pd.to_numeric(frame[column], errors="coerce")
         bad = converted.isna() & frame[column].notna()

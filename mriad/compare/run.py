@@ -58,11 +58,12 @@ def compare(
             raise MriadError(f"--baseline must name one run, {baseline} holds {len(base_paths)}")
         base_path = base_paths[0]
         paths = [base_path] + [path for path in paths if path != base_path]
-    else:
-        base_path = paths[0] if paths else None
+    elif paths:
+        base_path = paths[0]
     if not paths:
         raise MriadError("no runs given: `mriad compare runs/*  --split SPLIT`")
     loaded = load_runs(paths, split)
+    protocol = common_protocol(loaded, split)
     subjects = check_same_subjects(loaded, split)
     if len(val_splits(loaded)) > 1:
         warn(f"thresholds come from different validation splits ({', '.join(sorted(val_splits(loaded)))})")
@@ -80,12 +81,13 @@ def compare(
     chosen = _choose_metrics(loaded, metrics, split)
     target = _output_dir(out, split, paths)  # refused before the (slower) resampling, not after
     rows = _rows(groups, base_group, subjects, chosen, resamples=resamples, seed=seed)
-    files = _write_outputs(target, groups, base_group, subjects, chosen, rows, split, resamples)
+    files = _write_outputs(target, groups, base_group, subjects, chosen, rows, split, resamples, protocol)
     if figures:
         files.update(_write_figures(target, groups, base_group, subjects, chosen, split, loaded))
     return {
         "out": str(target),
         "split": split,
+        "protocol": protocol,
         "baseline": base_group.name,
         "metrics": chosen,
         "resamples": resamples,
@@ -97,6 +99,29 @@ def compare(
         "files": files,
         "rows": [{key: _json_number(value) for key, value in row.items()} for row in rows],
     }
+
+
+def run_protocol(run: RunEval) -> str:
+    """The evaluation protocol of a run's evaluation; evaluations older than protocols were ``brain``."""
+    recorded = run.summary.get("protocol")
+    if not recorded and "protocol" in run.per_subject.columns:
+        values = run.per_subject["protocol"].dropna().astype(str).unique()
+        recorded = values[0] if len(values) == 1 else None
+    return str(recorded or "brain")
+
+
+def common_protocol(runs: Sequence[RunEval], split: str) -> str:
+    """Refuse runs evaluated under different protocols: their AUROC, AUPRC and Dice count other voxels."""
+    protocols = {run.path: run_protocol(run) for run in runs}
+    if len(set(protocols.values())) > 1:
+        first = runs[0]
+        other = next(run for run in runs if protocols[run.path] != protocols[first.path])
+        raise MriadError(
+            f"runs {first.path} ({protocols[first.path]} protocol) and {other.path} ({protocols[other.path]} "
+            f"protocol) were evaluated under different protocols on {split}: evaluate them alike with "
+            f"`mriad evaluate --protocol {protocols[first.path]} --run {other.path} --split {split}`"
+        )
+    return protocols[runs[0].path]
 
 
 def _json_number(value: Any) -> Any:
@@ -209,9 +234,10 @@ def _output_dir(out: Path | None, split: str, runs: Sequence[Path]) -> Path:
     return target
 
 
-def method_note(split: str, baseline: str, resamples: int, n_subjects: int) -> str:
+def method_note(split: str, baseline: str, resamples: int, n_subjects: int, protocol: str | None = None) -> str:
+    evaluated = f", evaluated under the {protocol} protocol (docs/evaluation.md)" if protocol else ""
     return (
-        f"Split {split}, {n_subjects} subjects. Mean ± sample std over folds of each run's mean; best value "
+        f"Split {split}, {n_subjects} subjects{evaluated}. Mean ± sample std over folds of each run's mean; best value "
         f"in bold. † marks p < 0.05 (Holm) against the baseline {baseline}: two-sided paired permutation "
         f"test on per-subject values averaged over folds ({resamples:,} resamples; exact when 2^n is "
         "smaller), Holm correction over the models within each metric. 95% CIs: percentile bootstrap of "
@@ -228,6 +254,7 @@ def _write_outputs(
     rows: list[dict[str, Any]],
     split: str,
     resamples: int,
+    protocol: str,
 ) -> dict[str, str]:
     from mriad.compare import tables
 
@@ -236,9 +263,9 @@ def _write_outputs(
     stats_header, stats_body = tables.stats_table(rows, metrics)
     text = "\n\n".join(
         [
-            f"## {split}: {len(groups)} models against {base.name}",
+            f"## {split} ({protocol} protocol): {len(groups)} models against {base.name}",
             tables.markdown(header, body),
-            method_note(split, base.name, resamples, len(subjects)),
+            method_note(split, base.name, resamples, len(subjects), protocol),
             tables.markdown(stats_header, stats_body),
         ]
     )

@@ -13,7 +13,7 @@ import math
 import re
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, NoReturn
 
 import numpy as np
 import pandas as pd
@@ -39,7 +39,7 @@ METRICS: dict[str, MetricInfo] = {
     "oracle_dice": MetricInfo("oracle Dice", 100.0, "%", True),
     "l1": MetricInfo("l1", 1000.0, "1e-3", False),
 }
-NOT_METRICS = {"label", "lesion_voxels", "predicted_voxels", "fold"}
+NOT_METRICS = {"label", "lesion_voxels", "predicted_voxels", "fold", "protocol"}
 DEFAULT_METRICS = ["dice", "auprc", "auroc", "l1"]
 # Options that say where or how a run was made, not what was trained: never a variant's name.
 _IGNORED_OPTIONS = {"fold", "seed", "out", "run", "name", "label", "device", "resume", "data", "manifest", "workers"}
@@ -137,8 +137,15 @@ def group_runs(runs: Sequence[RunEval]) -> list[Group]:
     for model, model_runs in by_model.items():
         plain = [run for run in model_runs if not run.label]
         labelled = [run for run in model_runs if run.label]
-        plain_namers = [lambda r, m=model: m, _options_namer(model, plain), lambda r: strip_fold(r.name)]
-        label_namers = [lambda r: r.label, lambda r: f"{r.label} ({strip_fold(r.name)})"]
+        plain_namers: list[Callable[[RunEval], str]] = [
+            lambda r, m=model: m,  # type: ignore[misc]  # default argument binds this loop's model
+            _options_namer(model, plain),
+            lambda r: strip_fold(r.name),
+        ]
+        label_namers: list[Callable[[RunEval], str]] = [
+            lambda r: str(r.label),
+            lambda r: f"{r.label} ({strip_fold(r.name)})",
+        ]
         for subset, namers in (
             (plain, [*plain_namers, lambda r: r.name]),
             (labelled, [*label_namers, lambda r: f"{r.label} ({r.name})"]),
@@ -162,7 +169,7 @@ def group_runs(runs: Sequence[RunEval]) -> list[Group]:
     return list(groups.values())
 
 
-def _refuse_duplicates(runs: Sequence[RunEval]) -> None:
+def _refuse_duplicates(runs: Sequence[RunEval]) -> NoReturn:
     seen: dict[tuple[str, int | None], RunEval] = {}
     for run in runs:
         key = (run.name, run.fold)

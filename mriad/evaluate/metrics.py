@@ -9,7 +9,8 @@ Definitions (chosen to match the libraries a reviewer would check against):
 * The oracle Dice is the best Dice reachable with any one threshold on that volume alone (an upper
   bound that says how separable the map is, independent of the validation threshold).
 
-All are computed over the voxels where ``valid`` is true (the brain mask). A volume with no lesion
+All are computed over the voxels where ``valid`` is true (every voxel when ``valid`` is None: the
+``reference`` protocol; the brain mask: the ``brain`` protocol). A volume with no lesion
 voxel inside the brain gets NaN for all three (AUPRC/AUROC are undefined; scikit-learn warns and
 returns 0 or NaN); one without healthy voxels gets NaN AUROC.
 
@@ -28,8 +29,10 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-# scipy.ndimage.label's default structure in 3D: faces only (6-connectivity), as in the reference's
-# scipy calls. Diagonal touches therefore do not join two components.
+# The `brain` protocol's rule: scipy.ndimage.label's default structure in 3D (faces only,
+# 6-connectivity), components of fewer than 7 voxels dropped. The reference code differs: skimage
+# label(connectivity=3) (26-connectivity) and components of <= 7 voxels dropped (the `reference`
+# protocol, mriad.evaluate.protocol).
 CONNECTIVITY = 6
 MIN_COMPONENT_VOXELS = 7
 
@@ -169,7 +172,11 @@ def precision_recall_curve(scores: torch.Tensor, labels: torch.Tensor, max_point
 def remove_small_components(
     binary: np.ndarray, min_size: int = MIN_COMPONENT_VOXELS, connectivity: int = CONNECTIVITY
 ) -> np.ndarray:
-    """Drop 3D connected components with fewer than ``min_size`` voxels (scipy.ndimage.label)."""
+    """Drop 3D connected components with fewer than ``min_size`` voxels (scipy.ndimage.label).
+
+    ``connectivity`` 6 joins voxels sharing a face, 26 also those sharing an edge or a corner (the
+    reference's skimage ``label(connectivity=3)``). "Drop <= 7" is ``min_size=8``.
+    """
     from scipy import ndimage
 
     binary = np.asarray(binary, dtype=bool)

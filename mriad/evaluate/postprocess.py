@@ -214,6 +214,17 @@ def _median_rows(values: torch.Tensor, rank: int, use_sort: bool | None = None) 
     return values.median(dim=1).values
 
 
+def dilate_box(mask: torch.Tensor, radius: int) -> torch.Tensor:
+    """Voxels within ``radius`` (chessboard distance, in 3D) of a true voxel of ``mask``."""
+    batch, added = _as_batch(mask)
+    if radius <= 0:
+        out = batch.bool()
+    else:
+        size = 2 * radius + 1
+        out = torch.nn.functional.max_pool3d(batch.float()[:, None], size, stride=1, padding=radius)[:, 0] > 0
+    return out[0] if added else out
+
+
 def postprocess(
     score: torch.Tensor,
     mask: torch.Tensor,
@@ -226,11 +237,15 @@ def postprocess(
 
     ``score`` and ``mask`` are ``(X, Y, Z)`` or ``(B, X, Y, Z)`` on the same device. With
     ``restrict_to_mask`` the median is only computed inside the (uneroded) brain mask and the map is
-    0 outside: every metric is computed over brain voxels, so the values there are never read.
+    0 outside (the ``brain`` protocol never reads a value there). Without it the result is the
+    median filter of the whole masked volume, as the reference computes it: values leak up to
+    ``median_size // 2`` voxels beyond the eroded mask. Farther out every window holds only zeros, so
+    the filter is computed on that margin alone and is still exact everywhere.
     """
     if score.shape != mask.shape:
         raise ValueError(f"score {tuple(score.shape)} and mask {tuple(mask.shape)} differ in shape")
     brain = mask != 0
     eroded = erode_axial(brain, erosion_iterations)
     masked = score.to(torch.float32) * eroded.to(torch.float32)
-    return median_filter3d(masked, median_size, where=brain if restrict_to_mask else None)
+    where = brain if restrict_to_mask else dilate_box(eroded, median_size // 2)
+    return median_filter3d(masked, median_size, where=where)

@@ -5,11 +5,10 @@ image / mask / seg files and the split's maps with their records. Writes the spl
 ``per_subject.csv``, ``summary.json`` and figures atomically, where :class:`RunFolder` says
 (CONTRACTS.md).
 
-Evaluation domain: every metric is computed over the voxels of the (uneroded) brain mask: the
-threshold search pools the validation voxels inside the brain, AUPRC/AUROC/oracle Dice rank brain
-voxels, and the binary prediction is ``(map >= threshold) & brain`` before small components are
-dropped and Dice is taken against ``seg & brain``. Lesion voxels outside the brain mask (none in
-preprocessed data) are reported in a warning and ignored.
+Which voxels every number counts and how a map is binarised is the evaluation protocol
+(:mod:`mriad.evaluate.protocol`: ``reference`` as the pDDPM reference code, ``brain`` inside the brain
+mask); the numbers themselves are computed in :mod:`mriad.evaluate.measures` and defined in
+docs/evaluation.md. The stage runs threshold -> metrics -> summary -> files.
 """
 
 from __future__ import annotations
@@ -18,126 +17,45 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import pandas as pd
 import torch
 
 from mriad.contracts.manifest import parse_split_name, read_manifest, select_split
 from mriad.contracts.run_folder import RunFolder, evaluation_provenance, read_run_config, resolve_manifest, versions
+from mriad.evaluate import measures
 from mriad.evaluate import metrics as M
 from mriad.evaluate.figures import Example, example_grid, lesion_slice, pr_curve
-from mriad.evaluate.postprocess import postprocess
+from mriad.evaluate.measures import (
+    CSV_COLUMNS,
+    EROSION_ITERATIONS,
+    MEDIAN_SIZE,
+    METRIC_NAMES,
+    ClampReport,
+    choose_threshold,
+    postprocess_split,
+    subject_metrics,
+)
+from mriad.evaluate.protocol import Protocol
 from mriad.evaluate.spec import EvalSpec
-from mriad.evaluate.summary import EvalSummary, Stats, nan_to_none
-from mriad.evaluate.threshold import ThresholdResult, find_threshold, fpr_thresholds
-from mriad.evaluate.volumes import SplitVolumes, load_split, missing_recon, require_recon, volumes_per_chunk
+from mriad.evaluate.summary import EvalSummary, HealthyReference, Stats, nan_to_none
+from mriad.evaluate.threshold import ThresholdResult, fpr_thresholds
+from mriad.evaluate.volumes import SplitVolumes, load_split, missing_recon, require_recon
 from mriad.infra.console import debug, info, warn
+from mriad.infra.errors import MriadError
 from mriad.infra.io import atomic_write_csv, atomic_write_json, remove_temporaries
 from mriad.infra.locking import folder_lock
 
-EROSION_ITERATIONS = 3
-MEDIAN_SIZE = 5
 FPR_RATES = (0.01, 0.05, 0.10)
 PR_CURVE_POINTS = 4000  # enough to draw the pooled curve; AUPRC uses every point
-CSV_COLUMNS = [
-    "subject_id",
-    "dataset",
-    "label",
-    "dice",
-    "auprc",
-    "auroc",
-    "oracle_dice",
-    "l1",
-    "lesion_voxels",
-    "predicted_voxels",
-]
-METRIC_NAMES = ("dice", "auprc", "auroc", "oracle_dice", "l1")
+# Re-exported: the numbers' functions live in measures.py; bench/evaluate.py and detect import them here.
+__all__ = ["CSV_COLUMNS", "EROSION_ITERATIONS", "MEDIAN_SIZE", "choose_threshold", "evaluate", "postprocess_split"]
+__all__ += ["splits_to_reconstruct", "subject_metrics"]
 
 
 def default_val_split(split: str) -> str:
     """The same data set's validation split: ``brats-test`` -> ``brats-val``."""
     dataset, _ = parse_split_name(split)
     return f"{dataset}-val"
-
-
-def postprocess_split(volumes: SplitVolumes, device: torch.device) -> torch.Tensor:
-    """Post-processed anomaly maps of a whole split, kept on ``device`` as ``(B, X, Y, Z)``."""
-    chunk = volumes_per_chunk(int(volumes.score[0].numel()), device)
-    maps = torch.empty(volumes.score.shape, dtype=torch.float32, device=device)
-    for start in range(0, len(volumes), chunk):
-        sl = slice(start, start + chunk)
-        maps[sl] = postprocess(
-            volumes.score[sl].to(device),
-            volumes.mask[sl].to(device),
-            erosion_iterations=EROSION_ITERATIONS,
-            median_size=MEDIAN_SIZE,
-        )
-    return maps
-
-
-def _pooled(volumes: SplitVolumes, maps: torch.Tensor, which: np.ndarray) -> tuple[torch.Tensor, torch.Tensor]:
-    """Brain voxels of the selected volumes, concatenated: (scores, lesion labels) on the device."""
-    index = torch.as_tensor(np.flatnonzero(which), device=maps.device)
-    mask = volumes.mask.to(maps.device)[index]
-    return maps[index][mask], volumes.seg.to(maps.device)[index][mask]
-
-
-def choose_threshold(volumes: SplitVolumes, maps: torch.Tensor, method: str) -> ThresholdResult:
-    """The Dice-maximising threshold over the pooled brain voxels of the validation volumes."""
-    scores, labels = _pooled(volumes, maps, np.ones(len(volumes), dtype=bool))
-    return find_threshold(scores, labels, method)
-
-
-def subject_metrics(volumes: SplitVolumes, maps: torch.Tensor, threshold: float | None) -> pd.DataFrame:
-    """One row per subject with the columns of ``per_subject.csv``."""
-    device = maps.device
-    count = len(volumes)
-    result = {name: np.full(count, np.nan) for name in ("dice", "auprc", "auroc", "oracle_dice", "l1")}
-    lesion_voxels = np.zeros(count, dtype=np.int64)
-    predicted = pd.array([pd.NA] * count, dtype="Int64")
-    labels = volumes.labels
-    chunk = volumes_per_chunk(int(maps[0].numel()), device)
-    outside = 0
-    for start in range(0, count, chunk):
-        sl = slice(start, min(start + chunk, count))
-        mask = volumes.mask[sl].to(device)
-        seg = volumes.seg[sl].to(device)
-        outside += int((seg & ~mask).sum())
-        truth = seg & mask
-        lesion_voxels[sl] = truth.flatten(1).sum(1).cpu().numpy()
-        result["l1"][sl] = (
-            M.mean_abs_inside(volumes.image[sl].to(device), volumes.reconstruction[sl].to(device), mask).cpu().numpy()
-        )
-        lesion = labels[sl] == 1
-        if lesion.any():
-            index = torch.as_tensor(np.flatnonzero(lesion), device=device)
-            ranked = M.ranking_metrics(maps[sl][index], truth[index], mask[index])
-            rows = np.arange(sl.start, sl.stop)[lesion]
-            result["auprc"][rows] = ranked.auprc.cpu().numpy()
-            result["auroc"][rows] = ranked.auroc.cpu().numpy()
-            result["oracle_dice"][rows] = ranked.oracle_dice.cpu().numpy()
-        if threshold is not None:
-            binary = ((maps[sl] >= threshold) & mask).cpu().numpy()
-            truth_np = truth.cpu().numpy()
-            for offset in range(binary.shape[0]):
-                row = sl.start + offset
-                kept = M.remove_small_components(binary[offset])
-                predicted[row] = int(kept.sum())
-                if labels[row] == 1:
-                    result["dice"][row] = M.dice_score(kept, truth_np[offset])
-    if outside:
-        warn(f"{outside} lesion voxel(s) lie outside the brain masks and are ignored by the metrics")
-    frame = pd.DataFrame(
-        {
-            "subject_id": volumes.rows["subject_id"].astype(str),
-            "dataset": volumes.rows["dataset"].astype(str),
-            "label": labels,
-            **result,
-            "lesion_voxels": pd.array(lesion_voxels, dtype="Int64"),
-            "predicted_voxels": predicted,
-        }
-    )
-    return frame[CSV_COLUMNS]
 
 
 def _model_name(model: Any) -> Any:
@@ -174,6 +92,23 @@ def _val_split_name(spec: EvalSpec, rows: pd.DataFrame) -> str | None:
     return spec.val_split or default_val_split(spec.split)
 
 
+def _healthy_split_name(inputs: _Inputs, spec: EvalSpec) -> tuple[str | None, str | None]:
+    """(the healthy split to use, or None; why none). An explicit ``healthy_split`` is always used;
+    the default ``<training dataset>-val`` only when all of its maps exist."""
+    if spec.healthy_split is not None:
+        return spec.healthy_split, None
+    name = f"{inputs.config.get('dataset') or 'ixi'}-val"
+    try:
+        rows = select_split(inputs.frame, name, inputs.fold)
+    except MriadError:
+        return None, f"no {name} split in {inputs.manifest}"
+    if missing_recon(inputs.run.root, name, rows):
+        return None, (
+            f"{name} has not been reconstructed: pass --healthy-split {name} to reconstruct and use it"
+        )
+    return name, None
+
+
 def splits_to_reconstruct(run: Path, spec: EvalSpec | str, **settings: Any) -> tuple[Path, list[str]]:
     """The manifest and the splits whose maps :func:`evaluate` would read but are (partly) missing.
 
@@ -182,11 +117,16 @@ def splits_to_reconstruct(run: Path, spec: EvalSpec | str, **settings: Any) -> t
     """
     spec = EvalSpec.of(spec, **settings)
     inputs = _inputs(Path(run).resolve(), spec)
-    needed = [(spec.split, inputs.rows)]
-    val_name = _val_split_name(spec, inputs.rows)
-    if val_name is not None and val_name != spec.split:
-        needed.append((val_name, select_split(inputs.frame, val_name, inputs.fold)))
-    return inputs.manifest, [name for name, rows in needed if missing_recon(inputs.run.root, name, rows)]
+    needed = [spec.split]
+    for name in (_val_split_name(spec, inputs.rows), spec.healthy_split):
+        if name is not None and name not in needed:
+            needed.append(name)
+    missing = []
+    for name in needed:
+        rows = inputs.rows if name == spec.split else select_split(inputs.frame, name, inputs.fold)
+        if missing_recon(inputs.run.root, name, rows):
+            missing.append(name)
+    return inputs.manifest, missing
 
 
 def evaluate(
@@ -195,17 +135,18 @@ def evaluate(
     """Evaluate a run on a split; write per-subject metrics, the summary and figures; return the summary.
 
     ``spec`` is an :class:`EvalSpec`, or a split name with the spec's fields as keywords
-    (``evaluate(run, "brats-test", threshold_search="bisection")``). The maps must exist (make them
-    with `mriad.reconstruct`; `mriad evaluate` does so itself): a split without any is refused, a
-    subject without them is a failure.
+    (``evaluate(run, "brats-test", protocol="brain")``). The maps must exist (make them with
+    `mriad.reconstruct`; `mriad evaluate` does so itself): a split without any is refused, a subject
+    without them is a failure.
 
     Subjects whose files are refused (unreadable, missing maps, empty mask, segmentation with labels
     other than 0/1 or on another grid) are left out, listed in the split's ``failures.csv`` and in the
     summary's ``failures``; the command then exits with 1. The threshold comes from the readable
     validation subjects (their failures are listed too).
 
-    Lesion splits get Dice (at the validation threshold), AUPRC, AUROC and oracle Dice; healthy
-    splits get l1 and the thresholds at 1/5/10 % false-positive rate.
+    Lesion splits get Dice (at the validation threshold), AUPRC, AUROC and oracle Dice per subject,
+    pooled AUPRC, pooled oracle Dice and slice-level AUROC; healthy splits get l1 and the thresholds
+    at 1/5/10 % false-positive rate; with a healthy split, lesion splits also get Dice at those.
     """
     spec = EvalSpec.of(spec, **settings)
     run = Path(run).resolve()
@@ -221,23 +162,29 @@ def evaluate(
 class _SplitMaps:
     volumes: SplitVolumes
     maps: torch.Tensor
+    clamp: ClampReport
 
 
-def _load_maps(inputs: _Inputs, split: str, rows: pd.DataFrame, device: torch.device, failures: list) -> _SplitMaps:
+def _load_maps(
+    inputs: _Inputs, split: str, rows: pd.DataFrame, protocol: Protocol, device: torch.device, failures: list
+) -> _SplitMaps:
     require_recon(inputs.run.root, split, rows)
     volumes = load_split(inputs.run.root, split, rows, failures=failures)
-    return _SplitMaps(volumes, postprocess_split(volumes, device))
+    scores, clamp = measures.residual_scores(volumes, protocol.clamp)
+    return _SplitMaps(volumes, postprocess_split(volumes, device, protocol=protocol, scores=scores), clamp)
 
 
 def _evaluate(inputs: _Inputs, spec: EvalSpec, device: torch.device) -> EvalSummary:
     """Threshold -> metrics -> summary -> files."""
+    protocol = spec.rules
     failures: list[tuple[str, str]] = []
-    test = _load_maps(inputs, spec.split, inputs.rows, device, failures)
-    info(f"evaluating {len(test.volumes)} subject(s) of {spec.split} on {device}")
+    test = _load_maps(inputs, spec.split, inputs.rows, protocol, device, failures)
+    info(f"evaluating {len(test.volumes)} subject(s) of {spec.split} on {device} ({protocol.name} protocol)")
     chosen, val_name = _threshold_step(inputs, spec, test, device, failures)
-    table = subject_metrics(test.volumes, test.maps, None if chosen is None else chosen.threshold)
-    split_level = _split_metrics(test)
-    summary = _summarise(inputs, spec, device, test, chosen, val_name, table, split_level, failures)
+    table = subject_metrics(test.volumes, test.maps, None if chosen is None else chosen.threshold, protocol=protocol)
+    split_level = _split_metrics(test, protocol)
+    healthy = _healthy_step(inputs, spec, test, device, failures)
+    summary = _summarise(inputs, spec, device, test, chosen, val_name, table, split_level, healthy, failures)
     _write(inputs.run, spec, summary, test, table, chosen, split_level, failures)
     return summary
 
@@ -252,46 +199,92 @@ def _threshold_step(
     if not (has_lesions or spec.val_split is not None):
         return None, None
     val_name = spec.val_split or default_val_split(spec.split)
+    protocol = spec.rules
     if val_name == spec.split:
         val = test
     else:
-        val = _load_maps(inputs, val_name, select_split(inputs.frame, val_name, inputs.fold), device, failures)
-    chosen = choose_threshold(val.volumes, val.maps, spec.threshold_search)
+        val_rows = select_split(inputs.frame, val_name, inputs.fold)
+        val = _load_maps(inputs, val_name, val_rows, protocol, device, failures)
+    chosen = choose_threshold(val.volumes, val.maps, spec.threshold_search, protocol=protocol)
     debug(f"threshold {chosen.threshold:.6g} ({chosen.method}) reaches Dice {chosen.dice:.4f} on {val_name}")
     return chosen, val_name
 
 
 @dataclass
 class _SplitLevel:
-    """Metrics of the split as a whole (pooled voxels), not per subject."""
+    """Metrics of the split as a whole (pooled voxels or slices), not per subject."""
 
     curve: M.PRCurve | None
     fpr: dict[str, float] | None
+    oracle_dice: float | None
+    slice_auroc: float | None
 
 
-def _split_metrics(test: _SplitMaps) -> _SplitLevel:
-    lesion = test.volumes.labels == 1
+def _split_metrics(test: _SplitMaps, protocol: Protocol) -> _SplitLevel:
+    volumes, maps = test.volumes, test.maps
+    lesion = volumes.labels == 1
     curve = None
     if lesion.any():
-        curve = M.precision_recall_curve(*_pooled(test.volumes, test.maps, lesion), max_points=PR_CURVE_POINTS)
+        scores, labels = measures.pooled(volumes, maps, lesion, protocol)
+        curve = M.precision_recall_curve(scores, labels, max_points=PR_CURVE_POINTS)
     fpr = None
     if (~lesion).any():
-        fpr = fpr_thresholds(_pooled(test.volumes, test.maps, ~lesion)[0], FPR_RATES)
-    return _SplitLevel(curve, fpr)
+        fpr = fpr_thresholds(measures.healthy_brain_voxels(volumes, maps), FPR_RATES)
+    return _SplitLevel(
+        curve,
+        fpr,
+        measures.pooled_oracle_dice(volumes, maps, protocol),
+        measures.slice_auroc(volumes, maps, protocol) if lesion.any() else None,
+    )
 
 
-def _settings(manifest: Path, device: torch.device) -> dict[str, Any]:
+def _healthy_step(
+    inputs: _Inputs, spec: EvalSpec, test: _SplitMaps, device: torch.device, failures: list
+) -> HealthyReference:
+    """FPR thresholds and l1 on a healthy split, and the lesion split's Dice at those thresholds."""
+    name, reason = _healthy_split_name(inputs, spec)
+    if name is None:
+        return HealthyReference(split=None, note=reason)
+    protocol = spec.rules
+    rows = select_split(inputs.frame, name, inputs.fold)
+    healthy = test if name == spec.split else _load_maps(inputs, name, rows, protocol, device, failures)
+    if (healthy.volumes.labels == 1).any():
+        raise MriadError(f"--healthy-split {name}: holds lesion subjects; choose a healthy split (e.g. ixi-val)")
+    thresholds = fpr_thresholds(measures.healthy_brain_voxels(healthy.volumes, healthy.maps), FPR_RATES)
+    l1 = M.mean_abs_inside(healthy.volumes.image, healthy.volumes.reconstruction, healthy.volumes.mask)
+    dice: dict[str, Stats] = {}
+    if (test.volumes.labels == 1).any():
+        for rate, threshold in thresholds.items():
+            values, _ = measures.dice_at(test.volumes, test.maps, threshold, protocol)
+            if (stats := Stats.of(pd.Series(values))) is not None:
+                dice[rate] = stats
+    return HealthyReference(
+        split=name,
+        n_subjects=len(healthy.volumes),
+        l1=Stats.of(pd.Series(l1.cpu().numpy())),
+        fpr_thresholds=thresholds,
+        dice_at_fpr=dice,
+    )
+
+
+def _settings(manifest: Path, device: torch.device, protocol: Protocol, clamp: ClampReport) -> dict[str, Any]:
     return {
         "data": str(manifest),
         "device": str(device),
-        "erosion_iterations": EROSION_ITERATIONS,
+        "protocol": protocol.name,
+        "clamp": protocol.clamp,
+        "reconstruction_voxels_outside_0_1": clamp.voxels_outside,
+        "clamped_maps": clamp.volumes_recomputed,
+        "erosion_iterations": measures.EROSION_ITERATIONS,
         "erosion": "2D per axial slice, 4-neighbour cross, border counts as background",
-        "median_size": MEDIAN_SIZE,
+        "median_size": measures.MEDIAN_SIZE,
         "median_boundary": "reflect (scipy default)",
-        "domain": "brain mask (uneroded)",
-        "prediction": "score >= threshold, inside the brain mask",
-        "min_component_voxels": M.MIN_COMPONENT_VOXELS,
-        "connectivity": M.CONNECTIVITY,
+        "median_domain": "whole masked volume" if protocol.whole_volume else "brain mask (uneroded)",
+        "domain": protocol.domain,
+        "prediction": protocol.prediction,
+        "min_component_voxels": protocol.min_component_voxels,
+        "connectivity": protocol.connectivity,
+        "fpr_voxels": "brain voxels of the healthy volumes",
         "empty_dice": "NaN (both empty), excluded from means",
         "std": "population (ddof=0) over subjects with a value",
     }
@@ -306,15 +299,18 @@ def _summarise(
     val_name: str | None,
     table: pd.DataFrame,
     split_level: _SplitLevel,
+    healthy: HealthyReference,
     failures: list[tuple[str, str]],
 ) -> EvalSummary:
     """The one place the summary is assembled (its schema: :class:`EvalSummary`)."""
     metrics = {name: stats for name in METRIC_NAMES if (stats := Stats.of(table[name])) is not None}
+    protocol = spec.rules
     return EvalSummary(
         run=str(inputs.run.root),
         model=_model_name(inputs.config.get("model")),
         fold=inputs.fold,
         split=spec.split,
+        protocol=protocol.name,
         val_split=val_name,
         threshold=None if chosen is None else chosen.threshold,
         threshold_search=None if chosen is None else chosen.method,
@@ -323,8 +319,11 @@ def _summarise(
         failures=[{"subject_id": subject, "reason": reason} for subject, reason in failures],
         metrics=metrics,
         pooled_auprc=None if split_level.curve is None else nan_to_none(split_level.curve.auprc),
+        pooled_oracle_dice=split_level.oracle_dice,
+        slice_auroc=split_level.slice_auroc,
         fpr_thresholds=split_level.fpr,
-        settings=_settings(inputs.manifest, device),
+        healthy=healthy,
+        settings=_settings(inputs.manifest, device, protocol, test.clamp),
         versions=versions(),
         provenance=evaluation_provenance(
             inputs.run.root, inputs.manifest, {spec.split: [str(s) for s in test.volumes.rows["subject_id"]]}
@@ -362,12 +361,17 @@ def _write(
         if curve is not None and summary.pooled_auprc is not None:
             pr_curve(figures / "pr_curve.png", curve.precision, curve.recall, summary.pooled_auprc, title=spec.split)
         summary.outputs["figures"] = str(figures)
-        _examples(figures / "examples.png", test.volumes, test.maps, table, chosen)
+        _examples(figures / "examples.png", test.volumes, test.maps, table, chosen, spec.rules)
     atomic_write_json(run.summary(spec.split), summary.to_json())
 
 
 def _examples(
-    path: Path, volumes: SplitVolumes, maps: torch.Tensor, table: pd.DataFrame, chosen: ThresholdResult | None
+    path: Path,
+    volumes: SplitVolumes,
+    maps: torch.Tensor,
+    table: pd.DataFrame,
+    chosen: ThresholdResult | None,
+    protocol: Protocol,
 ) -> None:
     """Best, median and worst subjects (by Dice, else AUPRC, else lowest l1) at their most lesional slice."""
     for key, higher_is_better in (("dice", True), ("auprc", True), ("l1", False)):
@@ -384,12 +388,17 @@ def _examples(
             continue
         seen.add(row)
         mask = volumes.mask[row].numpy()
-        truth = volumes.seg[row].numpy() & mask if volumes.labels[row] == 1 else None
+        seg = volumes.seg[row].numpy()
+        truth = (seg if protocol.whole_volume else seg & mask) if volumes.labels[row] == 1 else None
         z = lesion_slice(truth, mask)
         anomaly = maps[row].cpu().numpy()
         prediction = None
         if chosen is not None:
-            prediction = M.remove_small_components((anomaly >= chosen.threshold) & mask)[:, :, z]
+            binary = anomaly > chosen.threshold if protocol.strict else anomaly >= chosen.threshold
+            if not protocol.whole_volume:
+                binary &= mask
+            kept = M.remove_small_components(binary, protocol.min_component_voxels, protocol.connectivity)
+            prediction = kept[:, :, z]
         value = table.loc[row, key]
         examples.append(
             Example(
@@ -407,11 +416,21 @@ def _examples(
 def summary_rows(summary: dict[str, Any]) -> list[tuple[str, str]]:
     """(name, value) pairs for the terminal table."""
     rows = [(name, f"{s['mean']:.4f} ± {s['std']:.4f} (n={s['n']})") for name, s in summary["metrics"].items()]
-    if summary.get("pooled_auprc") is not None:
-        rows.append(("pooled AUPRC", f"{summary['pooled_auprc']:.4f}"))
+    for key, title in (("pooled_auprc", "pooled AUPRC"), ("pooled_oracle_dice", "pooled oracle Dice")):
+        if summary.get(key) is not None:
+            rows.append((title, f"{summary[key]:.4f}"))
+    if summary.get("slice_auroc") is not None:
+        rows.append(("slice AUROC", f"{summary['slice_auroc']:.4f}"))
     if summary.get("threshold") is not None:
         extra = f" from {summary['val_split']}" if summary.get("val_split") else ""
         rows.append(("threshold", f"{summary['threshold']:.6g} ({summary['threshold_search']}{extra})"))
     for rate, value in (summary.get("fpr_thresholds") or {}).items():
         rows.append((f"threshold at {rate} FPR", f"{value:.6g}"))
+    healthy = summary.get("healthy") or {}
+    if healthy.get("split"):
+        for rate, stats in (healthy.get("dice_at_fpr") or {}).items():
+            rows.append((f"Dice at {rate} FPR of {healthy['split']}", f"{stats['mean']:.4f} ± {stats['std']:.4f}"))
+        if healthy.get("l1"):
+            rows.append((f"l1 on {healthy['split']}", f"{healthy['l1']['mean']:.4g}"))
+    rows.append(("protocol", str(summary.get("protocol"))))
     return rows

@@ -15,7 +15,9 @@ from typing import Any
 import pandas as pd
 
 # 1: the keys of mriad 0.x before the version was recorded, plus "schema_version".
-SCHEMA_VERSION = 1
+# 2: "protocol" (reference | brain: AUROC/AUPRC/Dice change meaning with it), "pooled_oracle_dice",
+#    "slice_auroc", "healthy" (FPR thresholds, l1 and Dice at those thresholds from a healthy split).
+SCHEMA_VERSION = 2
 
 
 @dataclass(frozen=True)
@@ -43,6 +45,29 @@ def nan_to_none(value: float | None) -> float | None:
 
 
 @dataclass
+class HealthyReference:
+    """Numbers from a healthy split's maps; ``split`` None (with ``note`` saying why) when there was none."""
+
+    split: str | None
+    note: str | None = None
+    n_subjects: int = 0
+    l1: Stats | None = None
+    fpr_thresholds: dict[str, float] = field(default_factory=dict)
+    dice_at_fpr: dict[str, Stats] = field(default_factory=dict)
+
+    def to_json(self) -> dict[str, Any]:
+        if self.split is None:
+            return {"split": None, "note": self.note}
+        return {
+            "split": self.split,
+            "n_subjects": self.n_subjects,
+            "l1": None if self.l1 is None else self.l1.to_json(),
+            "fpr_thresholds": dict(self.fpr_thresholds),
+            "dice_at_fpr": {rate: stats.to_json() for rate, stats in self.dice_at_fpr.items()},
+        }
+
+
+@dataclass
 class EvalSummary:
     """What one evaluation of a run on a split found, with the settings that produced it."""
 
@@ -50,6 +75,7 @@ class EvalSummary:
     model: Any
     fold: int
     split: str
+    protocol: str
     val_split: str | None
     threshold: float | None
     threshold_search: str | None
@@ -58,7 +84,10 @@ class EvalSummary:
     failures: list[dict[str, str]]
     metrics: dict[str, Stats]
     pooled_auprc: float | None
+    pooled_oracle_dice: float | None
+    slice_auroc: float | None
     fpr_thresholds: dict[str, float] | None
+    healthy: HealthyReference
     settings: dict[str, Any]
     versions: dict[str, str]
     outputs: dict[str, str] = field(default_factory=dict)
@@ -73,6 +102,7 @@ class EvalSummary:
             "model": self.model,
             "fold": self.fold,
             "split": self.split,
+            "protocol": self.protocol,
             "val_split": self.val_split,
             "threshold": self.threshold,
             "threshold_search": self.threshold_search,
@@ -81,7 +111,10 @@ class EvalSummary:
             "failures": list(self.failures),
             "metrics": {name: stats.to_json() for name, stats in self.metrics.items()},
             "pooled_auprc": nan_to_none(self.pooled_auprc),
+            "pooled_oracle_dice": nan_to_none(self.pooled_oracle_dice),
+            "slice_auroc": nan_to_none(self.slice_auroc),
             "fpr_thresholds": self.fpr_thresholds,
+            "healthy": self.healthy.to_json(),
             "settings": dict(self.settings),
             "versions": dict(self.versions),
             "provenance": dict(self.provenance),

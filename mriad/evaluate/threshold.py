@@ -1,29 +1,33 @@
 """Choosing the binarisation threshold: exact Dice maximisation, the reference's bisection, FPR quantiles.
 
-Conventions used everywhere in mriad's evaluation:
+Conventions (the evaluation protocol, :mod:`mriad.evaluate.protocol`, picks the variant):
 
-* a voxel is predicted anomalous when ``score >= threshold``;
-* the threshold is chosen on the POOLED voxels of a validation split, restricted to the (uneroded)
-  brain mask: every metric is computed over brain voxels, and voxels outside the brain would only add
-  the background zeros of the map;
+* a voxel is predicted anomalous when ``score > threshold`` (``strict``, the reference code) or
+  ``score >= threshold`` (the ``brain`` protocol);
+* the threshold is chosen on the POOLED voxels of a validation split (every voxel of its volumes, or
+  the brain voxels only, as the protocol says);
 * Dice over the pooled voxels is ``2 TP / (2 TP + FP + FN) = 2 TP / (predicted + positives)``.
 
 The exact search sorts the pooled scores once (descending) and reads Dice at every boundary between
 distinct values from cumulative sums, so every threshold that changes the prediction is tried, in
 ``O(n log n)``. Among equally good thresholds the largest one (fewest predicted voxels) is returned.
+With ``strict`` the same best prediction set is reached with ``score > t`` for ``t`` the next lower
+distinct value, and that ``t`` is returned.
 
 The reference code instead runs a 10-step bisection (``find_best_val``): on the range
 ``[0, max(score)]`` (``[0, 1]`` if the maximum is 0) it evaluates Dice at the 1/4 and 3/4 points,
 keeps the better of the two if it beats the best so far, and recurses into the half (lower or upper)
-holding the better point. :func:`bisection_threshold` implements that search; the reference binarises
-with ``score > q``, we with ``score >= q``, which differs only for voxels exactly equal to a 1/4 or 3/4
-point. Because it reads Dice from the same sorted pool, each step costs ``O(log n)``.
+holding the better point. :func:`bisection_threshold` implements that search, binarising with
+``score > q`` as the reference does when ``strict`` (``>=`` otherwise: they differ only for voxels
+exactly equal to a 1/4 or 3/4 point). Because it reads Dice from the same sorted pool, each step
+costs ``O(log n)``.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 
+import numpy as np
 import torch
 
 from mriad.infra.errors import MriadError
@@ -66,12 +70,14 @@ class SortedPool:
         self.positives = int(hits[-1])
         self.total = int(scores.numel())
 
-    def dice_at(self, threshold: float) -> float:
-        """Pooled Dice of the prediction ``score >= threshold``."""
-        # Number of distinct values >= threshold: the values are descending, so search the negation.
+    def dice_at(self, threshold: float, strict: bool = False) -> float:
+        """Pooled Dice of the prediction ``score >= threshold`` (``score > threshold`` if ``strict``)."""
+        # Number of distinct values >= (>) threshold: the values are descending, so search the negation.
         count = int(
             torch.searchsorted(
-                -self.values, torch.tensor([-threshold], dtype=torch.float64, device=self.values.device), right=True
+                -self.values,
+                torch.tensor([-threshold], dtype=torch.float64, device=self.values.device),
+                right=not strict,
             )
         )
         if count == 0:
@@ -95,17 +101,23 @@ def _require_lesions(pool: SortedPool) -> None:
         )
 
 
-def exact_threshold(scores: torch.Tensor, labels: torch.Tensor, pool: SortedPool | None = None) -> ThresholdResult:
+def exact_threshold(
+    scores: torch.Tensor, labels: torch.Tensor, pool: SortedPool | None = None, strict: bool = False
+) -> ThresholdResult:
     """The threshold maximising pooled Dice over all thresholds that change the prediction."""
     pool = pool or SortedPool(scores, labels)
     _require_lesions(pool)
     curve = pool.dice_curve()
     best = int(torch.argmax(curve))  # first maximum = the largest threshold reaching it
-    return ThresholdResult(float(pool.values[best]), float(curve[best]), "exact")
+    threshold = float(pool.values[best])
+    if strict:  # ``> t`` predicts the same voxels as ``>= values[best]`` for t = the next lower value
+        below = pool.values[best + 1] if best + 1 < pool.values.numel() else None
+        threshold = float(below) if below is not None else float(np.nextafter(np.float32(threshold), -np.inf))
+    return ThresholdResult(threshold, float(curve[best]), "exact")
 
 
 def bisection_threshold(
-    scores: torch.Tensor, labels: torch.Tensor, steps: int = 10, pool: SortedPool | None = None
+    scores: torch.Tensor, labels: torch.Tensor, steps: int = 10, pool: SortedPool | None = None, strict: bool = False
 ) -> ThresholdResult:
     """The reference code's 10-step bisection on ``[0, max(score)]`` (see the module docstring)."""
     pool = pool or SortedPool(scores, labels)
@@ -118,7 +130,7 @@ def bisection_threshold(
         centre = low + (high - low) * 0.5
         q_low = low + (high - low) * 0.25
         q_high = low + (high - low) * 0.75
-        d_low, d_high = pool.dice_at(q_low), pool.dice_at(q_high)
+        d_low, d_high = pool.dice_at(q_low, strict), pool.dice_at(q_high, strict)
         if d_low >= d_high:
             if d_low >= best_dice:
                 best_dice, best_point = d_low, q_low
@@ -130,12 +142,14 @@ def bisection_threshold(
     return ThresholdResult(float(best_point), float(best_dice), "bisection")
 
 
-def find_threshold(scores: torch.Tensor, labels: torch.Tensor, method: str = "exact") -> ThresholdResult:
-    """Dispatch on ``method`` (``exact`` or ``bisection``)."""
+def find_threshold(
+    scores: torch.Tensor, labels: torch.Tensor, method: str = "exact", strict: bool = False
+) -> ThresholdResult:
+    """Dispatch on ``method`` (``exact`` or ``bisection``); ``strict``: predict ``score > threshold``."""
     if method == "exact":
-        return exact_threshold(scores, labels)
+        return exact_threshold(scores, labels, strict=strict)
     if method == "bisection":
-        return bisection_threshold(scores, labels)
+        return bisection_threshold(scores, labels, strict=strict)
     raise MriadError(f"--threshold-search {method!r}: expected one of {', '.join(SEARCHES)}")
 
 
@@ -158,7 +172,8 @@ def quantile(values: torch.Tensor, q: float) -> float:
 
 
 def fpr_thresholds(healthy_scores: torch.Tensor, rates: tuple[float, ...] = (0.01, 0.05, 0.1)) -> dict[str, float]:
-    """Thresholds flagging a fraction ``rate`` of healthy brain voxels: the ``1 - rate`` quantiles.
+    """Thresholds flagging a fraction ``rate`` of healthy voxels: the ``1 - rate`` quantiles (linear
+    interpolation, so ``score > t`` and ``score >= t`` flag the same fraction up to ties).
 
     Keys are the rates as percent strings (``"1%"``), the way the paper's discussion names them.
     """

@@ -96,12 +96,18 @@ def test_evaluate_lesion_split_end_to_end(cli, fake_run: Path) -> None:
         "l1",
         "lesion_voxels",
         "predicted_voxels",
+        "protocol",
     ]
+    assert (table["protocol"] == "reference").all()
     assert len(table) == 4 and (table["dice"] > 0.75).all() and (table["auprc"] > 0.9).all()
     assert (table["auroc"] > 0.95).all() and (table["oracle_dice"] >= table["dice"] - 1e-9).all()
     summary = json.loads((out / "summary.json").read_text())
     assert summary["val_split"] == "brats-val" and summary["threshold_search"] == "exact"
-    assert summary["schema_version"] == 1
+    assert summary["schema_version"] == 2 and summary["protocol"] == "reference"
+    assert summary["settings"]["connectivity"] == 26 and summary["settings"]["clamp"] is False
+    assert 0.9 < summary["slice_auroc"] <= 1 and summary["pooled_oracle_dice"] >= summary["metrics"]["dice"]["mean"]
+    manifest = fake_run.parent.parent / "data" / "manifest.csv"
+    assert summary["healthy"] == {"split": None, "note": f"no ixi-val split in {manifest}"}
     assert 0.04 < summary["threshold"] < 0.6 and summary["n_subjects"] == 4
     assert summary["metrics"]["dice"]["mean"] == pytest.approx(table["dice"].mean())
     assert summary["pooled_auprc"] > 0.9 and summary["versions"]["mriad"]
@@ -174,3 +180,23 @@ def test_missing_reconstructions(cli, fake_run: Path, monkeypatch: pytest.Monkey
     assert result.exit_code == 0, result.output
     assert calls == ["brats-test"] and "reconstructing them first" in result.output
     assert json.loads((fake_run / "eval" / "brats-test" / "summary.json").read_text())["n_subjects"] == 4
+
+
+def test_healthy_split_gives_fpr_dice_and_l1_and_brain_protocol(cli, fake_run: Path) -> None:
+    args = ["--device", "cpu", "evaluate", "--run", fake_run, "--split", "brats-test", "--no-figures"]
+    result = cli(*args, "--healthy-split", "ixi-test", "--protocol", "brain")
+    assert result.exit_code == 0, result.output
+    summary = json.loads((fake_run / "eval" / "brats-test" / "summary.json").read_text())
+    healthy = summary["healthy"]
+    assert healthy["split"] == "ixi-test" and healthy["n_subjects"] == 3 and 0 < healthy["l1"]["mean"] < 0.08
+    assert list(healthy["fpr_thresholds"]) == ["1%", "5%", "10%"]
+    thresholds = list(healthy["fpr_thresholds"].values())
+    assert thresholds[0] > thresholds[1] > thresholds[2]  # 1 % FPR needs the highest threshold
+    dice = healthy["dice_at_fpr"]
+    assert set(dice) == {"1%", "5%", "10%"} and all(0 <= d["mean"] <= 1 for d in dice.values())
+    assert summary["protocol"] == "brain" and summary["settings"]["connectivity"] == 6
+    assert summary["settings"]["clamp"] is True and "brain protocol" in result.output
+    assert (pd.read_csv(fake_run / "eval" / "brats-test" / "per_subject.csv")["protocol"] == "brain").all()
+    bad = cli(*args, "--healthy-split", "brats-val")
+    assert bad.exit_code == 1 and "holds lesion subjects" in bad.output
+    assert cli(*args, "--protocol", "paper").exit_code != 0
