@@ -1,8 +1,9 @@
 """`mriad report`: one self-contained HTML page per run, readable offline and safe to mail around.
 
-Everything is inline: CSS in a <style> block, figures as base64 PNG data URIs, no scripts, no fonts,
-no links to other hosts. Every value taken from the run folder is HTML-escaped, because config and
-CSV files are user data.
+Everything is inline: CSS in a <style> block, figures as base64 PNG data URIs, no fonts, no links to
+other hosts; the only script is the NiiVue viewer of one evaluated subject (mriad.viewer: inlined, with
+its volumes embedded), present when the run has maps and NiiVue is installed. Every value taken from
+the run folder is HTML-escaped, because config and CSV files are user data.
 """
 
 from __future__ import annotations
@@ -213,6 +214,8 @@ def _figure(png: bytes, caption: str) -> str:
 
 def build_report(run: Path) -> str:
     """The whole HTML page as a string (the caller writes it atomically)."""
+    from mriad.viewer.report import report_viewer
+
     run = Path(run)
     if not run.is_dir():
         raise InputError(run, "run folder not found")
@@ -223,6 +226,7 @@ def build_report(run: Path) -> str:
         _overview(run, config),
         _training(run),
         _evaluation(run),
+        report_viewer(run),  # NiiVue on one evaluated subject; "" for runs without maps
         "<h2>Configuration</h2><pre>" + escape(json.dumps(config, indent=2, default=str)) + "</pre>",
     ]
     return (

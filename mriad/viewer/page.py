@@ -7,14 +7,17 @@ TEMPLATE = r"""<!doctype html>
 <title>__TITLE__</title>
 <style>
   body { font-family: system-ui, sans-serif; margin: 16px; background: #111; color: #eee; }
+</style>
+</head>
+<body>
+<!--body-->
+<style>
+  .mriad-viewer { background: #111; color: #eee; padding: 8px 12px; }
   .mriad-viewer .controls { display: flex; gap: 16px; align-items: center; flex-wrap: wrap; margin: 8px 0; }
   .mriad-viewer .canvas-box { width: 100%; height: 640px; background: #000; }
   .mriad-viewer .status { font-family: monospace; min-height: 1.4em; margin-top: 6px; }
   .mriad-viewer small { color: #aaa; }
 </style>
-</head>
-<body>
-<!--body-->
 <div class="mriad-viewer" id="mriad-viewer">
   <h2>__TITLE__</h2>
   <div class="controls">

@@ -93,3 +93,28 @@ def test_the_viewer_draws_offline_and_the_overlay_changes_pixels(tmp_path: Path)
     assert changed.sum() > 500, changed.sum()
     warm = (canvas[..., 0] - canvas[..., 2]) > 0.3
     assert warm.sum() > 200
+
+
+@needs_niivue
+def test_report_shows_the_best_subject_in_the_viewer(training_data: Path, tmp_path: Path) -> None:
+    """`mriad report` of a run with maps embeds the viewer on its best evaluated lesion subject."""
+    import pandas as pd
+    from detect_helpers import write_run
+
+    from mriad.compare.report import build_report
+    from mriad.contracts.run_folder import RunFolder
+    from mriad.infra.io import read_nifti, write_nifti
+
+    run = write_run(tmp_path / "run", model="thresh", threshold=0.6, data=training_data, dataset="brats")
+    row = pd.read_csv(training_data).iloc[0]
+    image = read_nifti(training_data.parent / row["image"])
+    rec, score = RunFolder(run).recon_files("brats-test", row["subject_id"])
+    write_nifti(rec, np.zeros_like(image.data), image.affine)
+    write_nifti(score, image.data, image.affine)  # Thresh: the score is the intensity
+    pd.DataFrame([{"subject_id": row["subject_id"], "dataset": "brats", "label": 1, "dice": 0.4}]).to_csv(
+        RunFolder(run).per_subject("brats-test"), index=False
+    )
+    page = build_report(run)
+    assert page.count('class="mriad-viewer"') == 1 and row["subject_id"] in page
+    volumes = json.loads(re.search(r"const volumes = (\[.*?\]);\n", page).group(1))
+    assert [v["label"].split()[0] for v in volumes] == ["scan", "anomaly", "lesion", "ground"]
