@@ -24,6 +24,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+import numpy as np
+
 PROTOCOL_NAMES = ("reference", "brain")
 
 
@@ -50,6 +52,16 @@ class Protocol:
     @property
     def components(self) -> str:
         return f"drop components of < {self.min_component_voxels} voxels, {self.connectivity}-connectivity"
+
+    def predict(self, anomaly: np.ndarray, threshold: float, mask: np.ndarray) -> np.ndarray:
+        """The binary lesion prediction of one post-processed volume: thresholded as the protocol
+        says, small components dropped (what Dice is computed on; for callers such as `detect`)."""
+        from mriad.evaluate.metrics import remove_small_components
+
+        binary = anomaly > threshold if self.strict else anomaly >= threshold
+        if not self.whole_volume:
+            binary = binary & (np.asarray(mask) != 0)
+        return remove_small_components(binary, self.min_component_voxels, self.connectivity)
 
 
 PROTOCOLS: dict[str, Protocol] = {

@@ -394,11 +394,7 @@ def _examples(
         anomaly = maps[row].cpu().numpy()
         prediction = None
         if chosen is not None:
-            binary = anomaly > chosen.threshold if protocol.strict else anomaly >= chosen.threshold
-            if not protocol.whole_volume:
-                binary &= mask
-            kept = M.remove_small_components(binary, protocol.min_component_voxels, protocol.connectivity)
-            prediction = kept[:, :, z]
+            prediction = protocol.predict(anomaly, chosen.threshold, mask)[:, :, z]
         value = table.loc[row, key]
         examples.append(
             Example(

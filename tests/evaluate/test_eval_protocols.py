@@ -174,3 +174,12 @@ def test_compare_refuses_runs_of_different_protocols(cli, tmp_path: Path) -> Non
     assert result.exit_code == 0, result.output
     assert "## brats-test (brain protocol)" in (tmp_path / "cmp" / "compare.md").read_text()
     assert "brain protocol" in result.output
+
+
+def test_protocol_predict_is_the_dice_prediction() -> None:
+    predicted, truth = _components_volume()
+    mask = np.ones(predicted.shape, bool)
+    for protocol, kept in ((BRAIN, 7), (REFERENCE, 10)):
+        assert int(protocol.predict(predicted.astype(np.float32), 0.5, mask).sum()) == kept
+    volumes = _split(predicted.astype(np.float32), truth)
+    assert measures.dice_at(volumes, volumes.score, 0.5, REFERENCE)[1][0] == 10
