@@ -324,7 +324,11 @@ def _inflate(path: Path, limit: int) -> bytes:
                 chunks.append(out)
                 total += len(out)
                 if total > limit:
-                    raise InputError(path, "trailing data after the image its header declares (inflating stopped)")
+                    # Either data after the image or a corrupt stream: inflating further costs the memory it bounds.
+                    raise InputError(
+                        path, f"corrupt image data or trailing data after the image: the gzip stream holds more "
+                        f"than the {limit} bytes its header declares (inflating stopped there)"
+                    )
                 pending = decompressor.unconsumed_tail
         if decompressor.unused_data.strip(b"\0") or handle.read(_READ_CHUNK).strip(b"\0"):
             raise InputError(path, "trailing data after the end of the gzip stream")
