@@ -23,15 +23,15 @@ from pathlib import Path
 class DemoSize:
     healthy: int
     lesions: int
-    pddpm_epochs: int
-    baseline_epochs: int
+    epochs: int  # the same for every trained model: with batch 32 and < 32 training volumes, epochs = steps
     channels: int
     skull_strip: str
     raw: bool  # False: synthesise the preprocessed layout directly (skips `mriad preprocess`)
 
 
-FULL = DemoSize(healthy=16, lesions=8, pddpm_epochs=60, baseline_epochs=150, channels=16, skull_strip="atlas", raw=True)
-QUICK = DemoSize(healthy=7, lesions=4, pddpm_epochs=2, baseline_epochs=2, channels=8, skull_strip="atlas", raw=False)
+FULL = DemoSize(healthy=16, lesions=8, epochs=100, channels=16, skull_strip="atlas", raw=True)
+QUICK = DemoSize(healthy=7, lesions=4, epochs=2, channels=8, skull_strip="atlas", raw=False)
+BATCH = "32"  # every model gets the same budget, epochs x batch; the comparison table prints it
 
 
 def _run(args: list[str], workspace: Path) -> None:
@@ -60,11 +60,11 @@ def run_demo(out: Path, size: DemoSize, seed: int = 0) -> float:
         _run([*common, "synth", data, "--healthy", str(size.healthy), "--lesions", str(size.lesions),
               "--layout", "brats", "--preprocessed"], out)
     channels = str(size.channels)
+    budget = ["--epochs", str(size.epochs), "--batch-size", BATCH, "--lr", "1e-3",
+              "--val-every", str(max(1, size.epochs // 5))]
     models = {
-        "pddpm": ["--epochs", str(size.pddpm_epochs), "--channels", channels, "--set", "num_res_blocks=1",
-                  "--lr", "1e-3", "--val-every", str(max(1, size.pddpm_epochs // 5))],
-        "ae": ["--epochs", str(size.baseline_epochs), "--set", f"base_channels={channels}", "--lr", "1e-3",
-               "--val-every", str(max(1, size.baseline_epochs // 5))],
+        "pddpm": [*budget, "--channels", channels, "--set", "num_res_blocks=1"],
+        "ae": [*budget, "--set", f"base_channels={channels}"],
         "thresh": [],
     }
     for model, options in models.items():
