@@ -73,6 +73,18 @@ def _adapters() -> Iterable[str]:
     return ADAPTERS
 
 
+def _inference() -> Any:
+    from mriad.runtime import inference
+
+    return inference
+
+
+def _diffusion() -> Any:
+    from mriad.models import diffusion
+
+    return diffusion
+
+
 def _models() -> Iterable[str]:
     from mriad.models.registry import available_models
 
@@ -82,12 +94,12 @@ def _models() -> Iterable[str]:
 # Option (or "command option") -> its allowed values; a callable is asked only when the option is given.
 CHOICES: dict[str, Iterable[str] | Callable[[], Iterable[str]]] = {
     "--checkpoint": ("best", "last"),
-    "--precision": ("auto", "fp32", "bf16"),
-    "--compile": ("none", "default", "reduce-overhead", "max-autotune"),
-    "--patch-sampling": ("fixed", "random"),
+    "--precision": lambda: _inference().PRECISIONS,
+    "--compile": lambda: _inference().COMPILE_MODES,
+    "--patch-sampling": ("fixed", "random"),  # as mriad.models.pddpm checks them
     "--loss": ("patch", "full"),
-    "--schedule": ("linear", "cosine"),
-    "--noise": ("simplex", "gaussian"),
+    "--schedule": lambda: _diffusion().SCHEDULES,
+    "--noise": lambda: _diffusion().NOISES,
     "--modality": ("t1", "t2", "flair", "pd"),
     "--skull-strip": _skull_strips,
     "--registration": _registrations,
