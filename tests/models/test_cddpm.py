@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from typing import Any
 
+import pytest
 import torch
 from test_baselines import brain_slices, fit, reconstruct_error
 
@@ -88,6 +89,7 @@ def test_mim_masks_the_requested_share_of_patches() -> None:
     assert torch.allclose(share, torch.full((3,), 42 / 64))  # 64 patches of 4x4 (stride 4), 22 kept
 
 
+@pytest.mark.slow  # 23 s measured on the 2 shared, heavily loaded cores
 def test_learning_lowers_heldout_reconstruction_error() -> None:
     model = tiny(augment=False, lr=3e-3, t_ensemble="100,200", schedule="linear")
     train, held_out = brain_slices(64, seed=1), brain_slices(16, seed=2)

@@ -101,3 +101,33 @@ def test_anoddpm_costs_sampling_steps_calls_and_keeps_empty_slices() -> None:
     torch.testing.assert_close(rec[:2], full[:2], atol=1e-5, rtol=0)  # the mask does not change the rest
     one_step = _random(build_model("ddpm", **TINY))
     assert not torch.allclose(rec[:2], one_step.reconstruct(x[:2], torch.Generator().manual_seed(0)))
+
+
+@pytest.mark.slow  # 44 s measured on the 2 shared, heavily loaded cores
+def test_learning_lowers_heldout_error_for_every_reconstruction_mode() -> None:
+    """One tiny DDPM trained briefly; its weights under one-step, AnoDDPM and noise-ensemble reconstruction."""
+    from test_baselines import brain_slices, fit
+
+    torch.manual_seed(0)
+    trained = build_model("ddpm", **TINY, lr=3e-3, schedule="linear")
+    modes = {
+        "one_step": {},
+        "anoddpm": {"sampling": "iterative", "t_start": 200, "sampling_steps": 4},
+        "ensemble": {"t_ensemble": "200,400", "n_reconstructions": 2},
+    }
+    held_out = brain_slices(12, seed=2)[:, None]  # (V, S=1, 1, H, W) stacks for score_volumes
+
+    def errors() -> dict[str, float]:
+        out = {}
+        for mode, options in modes.items():
+            model = build_model("ddpm", **TINY, **options)
+            model.load_state_dict(trained.state_dict())
+            x_hat, _ = model.eval().score_volumes(held_out, torch.Generator().manual_seed(0))
+            out[mode] = float((held_out - x_hat).abs().mean())
+        return out
+
+    before = errors()
+    fit(trained, brain_slices(64, seed=1), steps=30, batch=8)
+    after = errors()
+    for mode in modes:
+        assert after[mode] < 0.7 * before[mode], f"{mode}: held-out |x - x_hat| {before[mode]:.4f} -> {after[mode]:.4f}"
