@@ -447,8 +447,9 @@ def evaluation_provenance(run: str | Path, manifest: str | Path, subjects: dict[
 
 def calibrated_thresholds(run: str | Path) -> dict[str, dict[str, Any]]:
     """The thresholds ``evaluate`` calibrated, by validation split: ``{"brats-val": {"threshold", "search",
-    "val_dice", "evaluated_split", "summary"}}``. Summaries made with a fixed ``--threshold`` are left out;
-    several evaluations calibrated on one validation split give its threshold once (the first split's)."""
+    "val_dice", "evaluated_split", "protocol", "clamp", "summary"}}``. Summaries made with a fixed
+    ``--threshold`` are left out; several evaluations calibrated on one validation split give its
+    threshold once (the first split's)."""
     folder = RunFolder(run)
     found: dict[str, dict[str, Any]] = {}
     for split in folder.evaluated_splits():
@@ -460,6 +461,7 @@ def calibrated_thresholds(run: str | Path) -> dict[str, dict[str, Any]]:
             continue
         if summary.get("threshold_search") == "fixed":
             continue
+        settings = summary.get("settings") if isinstance(summary.get("settings"), dict) else {}
         found.setdefault(
             str(summary["val_split"]),
             {
@@ -467,6 +469,9 @@ def calibrated_thresholds(run: str | Path) -> dict[str, dict[str, Any]]:
                 "search": summary.get("threshold_search"),
                 "val_dice": summary.get("threshold_val_dice"),
                 "evaluated_split": split,
+                # The binarisation rule the threshold belongs to; summaries from before protocols: "brain".
+                "protocol": summary.get("protocol") or settings.get("protocol") or "brain",
+                "clamp": settings.get("clamp"),
                 "summary": str(folder.summary(split)),
             },
         )

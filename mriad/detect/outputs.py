@@ -16,13 +16,11 @@ if TYPE_CHECKING:
     from mriad.preprocess.transform import Transform
 
 
-def lesion_statistics(lesion: np.ndarray, voxel_ml: float) -> dict[str, Any]:
-    """Volume and connected components (the evaluation's connectivity) of a binary mask."""
+def lesion_statistics(lesion: np.ndarray, voxel_ml: float, connectivity: int) -> dict[str, Any]:
+    """Volume and connected components (under the evaluation protocol's connectivity) of a binary mask."""
     from scipy import ndimage
 
-    from mriad.evaluate.metrics import CONNECTIVITY
-
-    rank = {6: 1, 18: 2, 26: 3}[CONNECTIVITY]
+    rank = {6: 1, 18: 2, 26: 3}[connectivity]
     labelled, count = ndimage.label(lesion > 0, structure=ndimage.generate_binary_structure(3, rank))
     sizes = np.bincount(labelled.ravel(), minlength=count + 1)[1:]
     largest = int(sizes.max()) if count else 0
@@ -32,7 +30,7 @@ def lesion_statistics(lesion: np.ndarray, voxel_ml: float) -> dict[str, Any]:
         "n_components": int(count),
         "largest_component_voxels": largest,
         "largest_component_ml": round(largest * voxel_ml, 4),
-        "connectivity": CONNECTIVITY,
+        "connectivity": connectivity,
     }
 
 
@@ -50,6 +48,7 @@ def write_scan_outputs(
     from mriad.infra.digests import file_sha256
 
     affine = transform.native_affine
+    protocol = settings.rules()
     write_nifti(paths["anomaly"], native["anomaly"], affine, dtype=np.float32)
     write_nifti(paths["lesion"], native["lesion"], affine, dtype=np.uint8)
     scan = read_nifti(subject.image)
@@ -94,14 +93,15 @@ def write_scan_outputs(
             "shape": list(transform.native_shape),
             "voxel_ml": round(voxel_ml, 6),
         },
-        **lesion_statistics(native["lesion"], voxel_ml),
+        **lesion_statistics(native["lesion"], voxel_ml, protocol.connectivity),
         "score_max": float(values.max()),
         "score_mean": float(values.mean()),
-        "score_domain": "post-processed map on the 96x96x50 grid, inside the brain mask",
+        "score_domain": "post-processed map on the 96x96x50 grid, over the brain mask",
         "threshold": settings.threshold,
         "threshold_source": settings.threshold_source,
-        "prediction": "score >= threshold inside the brain mask, components under 7 voxels dropped, "
-        "then mapped to the scan (nearest neighbour)",
+        "protocol": protocol.name,
+        "prediction": f"{protocol.prediction}; {protocol.components}; clamp {protocol.clamp}; then mapped to the "
+        "scan (nearest neighbour)",
         "model": {
             "name": source.model_name,
             "weights_sha256": source.weights_sha256(),

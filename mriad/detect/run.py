@@ -12,7 +12,6 @@ is listed in ``DIR/failures.csv`` and never stops the others.
 
 from __future__ import annotations
 
-import inspect
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -23,6 +22,7 @@ import pandas as pd
 import torch
 
 from mriad.detect.source import ModelSource, from_bundle, from_run
+from mriad.evaluate.protocol import DEFAULT_PROTOCOL, Protocol
 from mriad.infra.console import info, track, warn
 from mriad.infra.errors import MriadError
 from mriad.preprocess.datasets import Problem, Subject
@@ -52,6 +52,17 @@ class DetectSettings:
     seed: int
     device: str
     viewer: bool = True
+    protocol: str = DEFAULT_PROTOCOL  # how evaluate binarised at this threshold (mriad.evaluate.protocol)
+    clamp: bool | None = None  # None: the protocol's default
+
+    def rules(self) -> Protocol:
+        """The evaluation protocol, with the recorded ``clamp`` applied."""
+        from dataclasses import replace
+
+        from mriad.evaluate.protocol import get_protocol
+
+        protocol = get_protocol(self.protocol)
+        return protocol if self.clamp is None else replace(protocol, clamp=bool(self.clamp))
 
 
 @dataclass
@@ -98,8 +109,18 @@ def preprocessing_options(
 
 
 def choose_threshold(source: ModelSource, threshold: float | None, val_split: str | None) -> tuple[float, dict]:
+    """The threshold and where it came from, with the evaluation protocol it belongs to (a fixed
+    ``--threshold`` follows the protocol of the run's calibration, else the default protocol)."""
     if threshold is not None:
-        return float(threshold), {"method": "fixed (--threshold)"}
+        calibrated = source.thresholds.get(val_split) if val_split else None
+        if calibrated is None and len(source.thresholds) == 1:
+            calibrated = next(iter(source.thresholds.values()))
+        protocol = (calibrated or {}).get("protocol") or DEFAULT_PROTOCOL
+        return float(threshold), {
+            "method": "fixed (--threshold)",
+            "protocol": protocol,
+            "clamp": (calibrated or {}).get("clamp"),
+        }
     found = source.threshold(val_split)
     if found is None:
         raise MriadError(
@@ -139,7 +160,17 @@ def detect(
     source = from_run(run, which) if run is not None else from_bundle(bundle)  # type: ignore[arg-type]
     value, threshold_source = choose_threshold(source, threshold, val_split)
     options, origin = preprocessing_options(source.preprocessing, preprocess or {}, device)
-    settings = DetectSettings(options, origin, value, threshold_source, seed, device, viewer)
+    settings = DetectSettings(
+        options,
+        origin,
+        value,
+        threshold_source,
+        seed,
+        device,
+        viewer,
+        protocol=str(threshold_source.get("protocol") or DEFAULT_PROTOCOL),
+        clamp=threshold_source.get("clamp"),
+    )
     info(
         f"model {source.model_name} from {source.kind} {source.path}; threshold {value:.6g} "
         f"({threshold_source.get('val_split') or threshold_source.get('method')})"
@@ -220,31 +251,34 @@ def preprocess_scan(subject: Subject, out: Path, options: Options) -> Path:
     return folder
 
 
-def score_volume(model: Any, image: np.ndarray, mask: np.ndarray, device: torch.device, seed: int) -> np.ndarray:
-    """The model's anomaly score of one final-grid volume (as ``reconstruct`` computes it, group seed ``seed``)."""
+def score_volume(
+    model: Any, image: np.ndarray, mask: np.ndarray, device: torch.device, seed: int, clamp: bool = False
+) -> np.ndarray:
+    """The model's anomaly score of one final-grid volume, as the reconstruct stage computes it for a
+    group of one volume seeded with ``seed`` (boxes without brain skipped when the model can), and as
+    ``evaluate --clamp`` uses it: a plain residual is recomputed from the reconstruction clipped to [0, 1]."""
     from mriad.contracts.data import slices_to_volume, volume_to_slices
 
-    x = volume_to_slices(torch.from_numpy(np.ascontiguousarray(image, dtype=np.float32))).to(device)
-    brain = volume_to_slices(torch.from_numpy(np.ascontiguousarray(mask, dtype=bool))).to(device)
+    x = volume_to_slices(torch.from_numpy(np.ascontiguousarray(image, dtype=np.float32)))[None].to(device)
+    brain = None
+    if getattr(model, "accepts_mask", False):
+        brain = volume_to_slices(torch.from_numpy(np.ascontiguousarray(mask, dtype=bool)))[None].to(device)
     generator = torch.Generator(device=device)
     generator.manual_seed(seed)
     with torch.inference_mode():
-        if getattr(model, "batch_kind", "slices") == "volumes":
-            x_hat = model.reconstruct_volumes(x[None], generator)[0]
-        elif "mask" in inspect.signature(model.reconstruct).parameters:
-            x_hat = model.reconstruct(x, generator, mask=brain)
-        else:
-            x_hat = model.reconstruct(x, generator)
-        score = model.anomaly_score(x[None], x_hat[None])[0]
-    return slices_to_volume(score.float().cpu()).numpy()
+        x_hat, score = model.score_volumes(x, generator, mask=brain)
+        x_hat, score = x_hat.float(), score.float()
+        outside = bool(((x_hat < 0) | (x_hat > 1)).any())
+        if clamp and outside and torch.equal((x - x_hat).abs(), score):
+            score = (x - x_hat.clamp(0, 1)).abs()
+    return slices_to_volume(score[0].cpu()).numpy()
 
 
 def detect_one(subject: Subject, model: Any, source: ModelSource, settings: DetectSettings, out: Path) -> dict:
     """Detect in one scan; writes its outputs and returns its summary."""
     from mriad.detect.outputs import write_scan_outputs
-    from mriad.evaluate.metrics import remove_small_components
+    from mriad.evaluate.measures import EROSION_ITERATIONS, MEDIAN_SIZE
     from mriad.evaluate.postprocess import postprocess
-    from mriad.evaluate.run import EROSION_ITERATIONS, MEDIAN_SIZE
     from mriad.infra.io import read_nifti
     from mriad.preprocess.transform import read_transform, to_native
 
@@ -254,13 +288,18 @@ def detect_one(subject: Subject, model: Any, source: ModelSource, settings: Dete
     image = read_nifti(folder / "image.nii.gz").data
     mask = read_nifti(folder / "mask.nii.gz", allow_empty=True).data > 0.5
     device = torch.device(settings.device)
-    score = score_volume(model, image, mask, device, settings.seed)
+    protocol = settings.rules()
+    score = score_volume(model, image, mask, device, settings.seed, clamp=protocol.clamp)
     if not np.all(np.isfinite(score)):
         raise MriadError(f"{subject.image}: the model's anomaly map holds NaN/Inf")
     maps = postprocess(
-        torch.from_numpy(score), torch.from_numpy(mask), erosion_iterations=EROSION_ITERATIONS, median_size=MEDIAN_SIZE
+        torch.from_numpy(score),
+        torch.from_numpy(mask),
+        erosion_iterations=EROSION_ITERATIONS,
+        median_size=MEDIAN_SIZE,
+        restrict_to_mask=not protocol.whole_volume,
     ).numpy()
-    lesion = remove_small_components((maps >= settings.threshold) & mask)
+    lesion = protocol.predict(maps, settings.threshold, mask)  # exactly as evaluate binarised
     native = {
         "anomaly": to_native(maps, transform, order=1).astype(np.float32),
         "lesion": to_native(lesion.astype(np.uint8), transform, order=0).astype(np.uint8),

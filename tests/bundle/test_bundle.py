@@ -19,7 +19,7 @@ from mriad.infra.errors import InputError
 @pytest.fixture(scope="module")
 def exported(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
     root = tmp_path_factory.mktemp("bundle")
-    run = write_run(root / "runs" / "ae", threshold=0.4)
+    run = write_run(root / "runs" / "ae", threshold=0.4, protocol="reference")
     file = root / "ae.zip"
     export_bundle(run, file)
     return run, file
@@ -63,7 +63,7 @@ def test_export_writes_safetensors_thresholds_and_a_card(exported: tuple[Path, P
     checkpoint = safe_torch_load(run / "checkpoints" / "best.pt")
     assert set(weights) == set(checkpoint["state_dict"])
     assert all(np.array_equal(weights[k].numpy(), checkpoint["state_dict"][k].numpy()) for k in weights)
-    assert thresholds["brats-val"]["threshold"] == 0.4
+    assert thresholds["brats-val"]["threshold"] == 0.4 and thresholds["brats-val"]["protocol"] == "reference"
     assert set(index["members"]) == set(names) - {fmt.INDEX}
     for name, entry in index["members"].items():  # every member's SHA-256, also in the card
         assert entry["sha256"] in card or name == fmt.CARD
@@ -164,3 +164,4 @@ def test_a_bundle_detects_bit_identically_to_its_run(exported: tuple[Path, Path]
     assert len(set(digests.values())) == 1
     assert outputs["zip"]["model"]["bundle_sha256"] is not None and outputs["run"]["model"]["bundle_sha256"] is None
     assert outputs["run"]["score_max"] > 0  # the model did produce a map
+    assert {summary["protocol"] for summary in outputs.values()} == {"reference"}  # the bundle keeps it

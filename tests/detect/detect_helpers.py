@@ -43,6 +43,7 @@ def write_run(
     data: Path | None = None,
     dataset: str = "ixi",
     seed: int = 0,
+    protocol: str | None = None,
 ) -> Path:
     """A run folder of ``model`` with seeded random weights and (optionally) an evaluated threshold."""
     from mriad.contracts.run_folder import RunFolder, save_checkpoint, write_config
@@ -66,22 +67,23 @@ def write_run(
             {"model": model, "config": network.config, "state_dict": network.state_dict(), "step": 1, "epoch": 1},
         )
     if threshold is not None:
-        atomic_write_json(
-            folder.summary("brats-test"),
-            {
-                "run": str(root),
-                "model": model,
-                "fold": 0,
-                "split": "brats-test",
-                "val_split": "brats-val",
-                "threshold": threshold,
-                "threshold_search": "exact",
-                "threshold_val_dice": 0.5,
-                "n_subjects": 2,
-                "metrics": {"dice": {"mean": 0.5, "std": 0.1, "n": 2}},
-                "settings": {"median_size": 5},
-            },
-        )
+        summary: dict[str, Any] = {
+            "run": str(root),
+            "model": model,
+            "fold": 0,
+            "split": "brats-test",
+            "val_split": "brats-val",
+            "threshold": threshold,
+            "threshold_search": "exact",
+            "threshold_val_dice": 0.5,
+            "n_subjects": 2,
+            "metrics": {"dice": {"mean": 0.5, "std": 0.1, "n": 2}},
+            "settings": {"median_size": 5},
+        }
+        if protocol is not None:  # summaries from before protocols carry none (they are "brain")
+            summary["protocol"] = protocol
+            summary["settings"].update(protocol=protocol, clamp=protocol == "brain")
+        atomic_write_json(folder.summary("brats-test"), summary)
     return root
 
 

@@ -54,6 +54,7 @@ def test_summary_describes_the_lesion_and_what_made_it(detected: Path, raw_scan:
     assert summary["lesion_volume_ml"] == pytest.approx(lesion.sum() * voxel_ml, rel=1e-3)
     assert 1 <= summary["n_components"] and summary["largest_component_voxels"] <= summary["lesion_voxels"]
     assert summary["threshold"] == 0.75 and summary["threshold_source"]["val_split"] == "brats-val"
+    assert summary["protocol"] == "brain" and summary["connectivity"] == 6  # a summary without a protocol
     assert summary["score_max"] >= summary["threshold"] > summary["score_mean"]
     assert len(summary["model"]["weights_sha256"]) == 64 and summary["model"]["name"] == "thresh"
     # The training data's recorded settings were used (nothing was given on the command line).
