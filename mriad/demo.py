@@ -100,7 +100,7 @@ def _detect_new_scan(common: list[str], out: Path, seed: int) -> None:
     summary = json.loads((out / "detect" / "new_scan_summary.json").read_text())
     print("\nmriad detect on a new raw scan (outputs on the scan's own grid):")
     for name, path in summary["outputs"].items():
-        print(f"  {name:9s} {path}")
+        print(f"  {name:9s} {out / path}")
     dice = (summary.get("ground_truth") or {}).get("dice")
     print(f"  lesion {summary['lesion_volume_ml']:.1f} ml in {summary['n_components']} component(s); "
           f"Dice vs the synthetic lesion: {'n/a' if dice is None else f'{dice:.3f}'}")
