@@ -37,7 +37,10 @@ class PatchedDDPM(DiffusionModel):
         "Patched DDPM: the forward process noises one box of the slice, the clean rest is context; "
         "the network predicts the clean slice (L1). Reconstruction noises and denoises a grid of boxes "
         "at t_test in ONE network call each and averages overlaps. Defaults follow the paper (lr 1e-5; "
-        "the reference code trains with lr 1e-4 and a cosine schedule: --lr 1e-4 --schedule cosine)."
+        "the reference code trains with lr 1e-4 and a cosine schedule: --lr 1e-4 --schedule cosine). "
+        "Scoring and ensembles (network calls per slice = boxes x members x n_reconstructions): "
+        "--set scoring=mahalanobis (MHD, Behrendt et al., MICCAI 2024; 10 noise draws by default), "
+        "--set patch_ensemble=32,48,60 --set t_ensemble=250,500,750 (maps averaged)."
     )
     defaults: ClassVar[dict[str, Any]] = {
         "patch_size": 48,
