@@ -43,7 +43,7 @@ def bundle_members(run: str | Path, which: str = "best") -> dict[str, bytes]:
 
     source = from_run(run, which)
     run_config = source.provenance.get("run_config", {})
-    cls = get_model_class(source.model_name)
+    cls: Any = get_model_class(source.model_name)
     members: dict[str, bytes] = {}
     if source.state_dict is not None:
         members[fmt.WEIGHTS] = _weights_bytes(source.state_dict)

@@ -461,7 +461,8 @@ def calibrated_thresholds(run: str | Path) -> dict[str, dict[str, Any]]:
             continue
         if summary.get("threshold_search") == "fixed":
             continue
-        settings = summary.get("settings") if isinstance(summary.get("settings"), dict) else {}
+        recorded = summary.get("settings")
+        settings: dict[str, Any] = recorded if isinstance(recorded, dict) else {}
         found.setdefault(
             str(summary["val_split"]),
             {

@@ -300,7 +300,7 @@ def detect_one(subject: Subject, model: Any, source: ModelSource, settings: Dete
         restrict_to_mask=not protocol.whole_volume,
     ).numpy()
     lesion = protocol.predict(maps, settings.threshold, mask)  # exactly as evaluate binarised
-    native = {
+    native: dict[str, np.ndarray] = {
         "anomaly": to_native(maps, transform, order=1).astype(np.float32),
         "lesion": to_native(lesion.astype(np.uint8), transform, order=0).astype(np.uint8),
         "brain": to_native(mask.astype(np.uint8), transform, order=0).astype(bool),

@@ -92,7 +92,8 @@ def from_run(run: str | Path, which: str = "best") -> ModelSource:
     config = folder.read_config()
     name = str(config["model"])
     state_dict = None
-    if get_model_class(name).trainable:
+    cls: Any = get_model_class(name)
+    if cls.trainable:
         path = folder.model_checkpoint(which)
         if path is None:
             raise InputError(folder.root, f"no checkpoint ({which}.pt or last.pt); train the run first")

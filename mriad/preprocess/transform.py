@@ -142,10 +142,10 @@ def read_transform(folder: Path) -> Transform:
         record = json.loads(path.read_text())
         native, final, registration = record["native"], record["final"], record["registration"]
         transform = Transform(
-            tuple(int(s) for s in native["shape"]),
-            np.asarray(native["affine"], float),  # type: ignore[arg-type]
-            tuple(int(s) for s in final["shape"]),
-            np.asarray(final["affine"], float),  # type: ignore[arg-type]
+            _shape3(native["shape"]),
+            np.asarray(native["affine"], float),
+            _shape3(final["shape"]),
+            np.asarray(final["affine"], float),
             np.asarray(registration["template_to_subject"], float),
             str(registration["method"]),
         )
@@ -163,6 +163,11 @@ def read_transform(folder: Path) -> Transform:
             "go back to the scan; preprocess with --registration affine-fast",
         )
     return transform
+
+
+def _shape3(values: Any) -> tuple[int, int, int]:
+    x, y, z = (int(v) for v in values)
+    return x, y, z
 
 
 def to_native(data: np.ndarray, transform: Transform, *, order: int) -> np.ndarray:
