@@ -8,6 +8,12 @@ input (runtime.memory.INFERENCE_BYTES_PER_PIXEL_CHANNEL), and a budget: half the
 per call) or a quarter of the available RAM on a CPU (at most 8). This measures the real peak per
 input (the growth of the peak between two chunk sizes, so the model and the runtime cancel out) and
 shows which chunk each budget gets and that it fits.
+
+    .venv/bin/python bench/memory.py --train         # training: peak RSS per slice vs mriad's estimate
+
+--train measures the peak RSS of training steps (fp32, Adam) at two batch sizes in a child process,
+with and without gradient checkpointing, and compares the growth per slice with the activations
+runtime.memory.unet_training_memory counts (its TRAINING_CALIBRATION comes from this table).
 """
 
 from __future__ import annotations
@@ -48,6 +54,49 @@ def child(config: str, chunks: list[int]) -> None:
     print(json.dumps(peaks))
 
 
+def train_child(config: str, batches: list[int], checkpointing: bool) -> None:
+    """Peak RSS (bytes) after two training steps at each batch size, ascending: one JSON line."""
+    torch.set_num_threads(1)
+    model = random_model("pddpm", config, checkpointing=checkpointing).train()
+    optimizers = model.configure_optimizers()
+    generator = torch.Generator().manual_seed(0)
+    peaks = {}
+    for batch in batches:
+        x = torch.rand(batch, 1, 96, 96)
+        for _ in range(2):  # the second step has Adam's moments allocated
+            model.training_step(x, optimizers, generator)
+        peaks[batch] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+    print(json.dumps(peaks))
+
+
+def measure_training(config: str, batches: list[int], checkpointing: bool) -> dict[int, int]:
+    env = dict(os.environ, PYTHONPATH=str(Path(__file__).resolve().parents[1]))
+    flag = ["--checkpointing"] if checkpointing else []
+    command = [sys.executable, __file__, "--train-child", config, "--chunks", ",".join(map(str, batches)), *flag]
+    out = subprocess.run(command, capture_output=True, text=True, check=True, env=env)
+    return {int(k): v for k, v in json.loads(out.stdout.strip().splitlines()[-1]).items()}
+
+
+def training_table(configs: list[str], batches: list[int]) -> None:
+    from mriad.models.registry import get_model_class
+    from mriad.runtime.memory import CHECKPOINTED_CALIBRATION, TRAINING_CALIBRATION
+
+    cls = get_model_class("pddpm")
+    print(f"# training memory (fp32, Adam), cpu: {machine(torch.device('cpu'))}; batches {batches}")
+    header = f"{'network':8s} {'ckpt':>5s} {'peak':>10s} {'per slice, measured':>20s}"
+    print(header + f" {'counted':>10s} {'meas/count':>10s}")
+    for config in configs:
+        options = cls.resolve_config(dict(random_model("pddpm", config).config))
+        for checkpointing in (False, True):
+            peaks = measure_training(config, batches, checkpointing)
+            slope = (peaks[batches[-1]] - peaks[batches[0]]) / (batches[-1] - batches[0])
+            estimate = cls.estimate_training_memory(options, 1, 96, 96)
+            counted = (estimate.checkpointed_activations if checkpointing else estimate.activations)
+            counted /= CHECKPOINTED_CALIBRATION if checkpointing else TRAINING_CALIBRATION
+            print(f"{config:8s} {str(checkpointing):>5s} {peaks[batches[-1]] / 2**20:8.0f} MB {slope / 2**20:17.1f} MB "
+                  f"{counted / 2**20:7.1f} MB {slope / counted:9.2f}x")  # fmt: skip
+
+
 def measure_cpu(config: str, chunks: list[int]) -> dict[int, int]:
     env = dict(
         os.environ,
@@ -79,7 +128,17 @@ def main() -> None:
     parser.add_argument("--chunks", default=None, help="chunk sizes, ascending (default: 1,4 CPU; 8,32,64 CUDA)")
     parser.add_argument("--smoke", action="store_true", help="small network only")
     parser.add_argument("--child", default=None, help=argparse.SUPPRESS)
+    parser.add_argument("--train", action="store_true", help="training memory instead (CPU)")
+    parser.add_argument("--train-child", default=None, help=argparse.SUPPRESS)
+    parser.add_argument("--checkpointing", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args()
+    if args.train_child:
+        train_child(args.train_child, [int(c) for c in args.chunks.split(",")], args.checkpointing)
+        return
+    if args.train:
+        configs = (args.configs or ("small" if args.smoke else "small,paper")).split(",")
+        training_table(configs, [int(c) for c in (args.chunks or "2,6").split(",")])
+        return
     device = torch.device(args.device)
     cuda = device.type == "cuda"
     chunks = [int(c) for c in (args.chunks or ("8,32,64" if cuda else "1,4")).split(",")]

@@ -9,17 +9,23 @@ their brain masks, see common.bench_data):
   mriad            DiffusionModel.reconstruct as `mriad reconstruct` calls it: the volume's brain mask
                    passed (boxes without brain skip the network), every (slice, box) pair in
                    fixed-size calls (<= 8 on a CPU, where activations then stay in cache; <= 64 on a
-                   GPU), channels_last, bf16 autocast on CUDA, noise drawn on the device, scatter-add
-                   stitching. --compile adds a torch.compile row (its compile time is printed apart).
+                   GPU), noise drawn on the device, scatter-add stitching; precision, layout and
+                   compilation per mode (below).
   reference-style  bench/reference_style.py: one fp32 NCHW call per box over the volume's 50 slices,
                    one CPU simplex field per volume copied to the device, every box reconstructed.
 
 Rows: pDDPM with K = 4 (48-pixel boxes), pDDPM on the 60-pixel grid (K = 4, 24-pixel overlaps) and
-DDPM (one box). Columns: median [min-max] seconds per volume over interleaved repeats, the median
-of the per-repeat ratios, the share of (slice, box) pairs the mask let mriad skip, the largest
-difference between the two outputs when both get the same noise (fp32), and whether the anomaly map
-inside the brain mask is bit-identical with and without box skipping. MFU = counted FLOPs
-(torch.utils.flop_counter, network calls actually made) / time / the measured matmul peak.
+DDPM (one box). Under each variant, one row per inference mode (--modes; measured in the same
+interleaved rounds as the reference): fp32 (the CPU default), bf16 (autocast), cl (channels_last),
+bf16+cl, and with --compile also compile and bf16+cl+compile (torch.compile mode --compile-mode;
+its build time is printed apart). "vs fp32" is the largest |difference| of a mode's anomaly map
+from the fp32 map (same noise, same mask), i.e. what the mode changes in the numbers. Columns:
+median [min-max] seconds per volume over interleaved repeats, the median of the per-repeat ratios.
+Each variant's reference line also gives the share of (slice, box) pairs the mask let mriad skip,
+the largest difference between mriad fp32 and the reference when both get the same noise, and
+whether the anomaly map inside the brain mask is bit-identical with and without box skipping.
+MFU = counted FLOPs (torch.utils.flop_counter, network calls actually made) / time / the measured
+matmul peak (fp32 on a CPU: bf16 rows can exceed what fp32 allows).
 """
 
 from __future__ import annotations
@@ -54,6 +60,37 @@ VARIANTS = {
     "grid60": ("pDDPM grid 60 px", "pddpm", {"patch_size": 60}),
     "ddpm": ("DDPM", "ddpm", {}),
 }
+
+
+# Inference modes: configure_inference settings ("compile" takes --compile-mode).
+MODES: dict[str, dict[str, Any]] = {
+    "fp32": {"precision": "fp32", "channels_last": False},
+    "bf16": {"precision": "bf16", "channels_last": False},
+    "cl": {"precision": "fp32", "channels_last": True},
+    "bf16+cl": {"precision": "bf16", "channels_last": True},
+    "auto": {},
+    "compile": {"precision": "fp32", "channels_last": False, "compile": True},
+    "bf16+cl+compile": {"precision": "bf16", "channels_last": True, "compile": True},
+}
+
+
+def _configured(model: Any, mode: str, compile_mode: str) -> Any:
+    settings = dict(MODES[mode])
+    if settings.pop("compile", False):
+        settings["compile"] = compile_mode
+    return model.configure_inference(**settings)
+
+
+def _mriad_path(model: Any, slices: torch.Tensor, brain: torch.Tensor) -> None:
+    """``mriad reconstruct``'s call: the brain mask passed, a fixed seed."""
+    with torch.inference_mode():
+        model.reconstruct(slices, torch.Generator(device=slices.device).manual_seed(0), mask=brain)
+
+
+def _anomaly_map(model: Any, volume: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    with torch.inference_mode():
+        rec = model.reconstruct(volume, torch.Generator(device=volume.device).manual_seed(3), mask=mask)
+    return (volume - rec).abs().float().cpu()
 
 
 def pair_counts(model: Any, masks: torch.Tensor) -> tuple[int, int, int]:
@@ -102,6 +139,7 @@ def main() -> None:
     parser.add_argument("--smoke", action="store_true", help="tiny network, 1 repeat: checks the script runs")
     parser.add_argument("--threads", type=int, default=None, help="intra-op threads (default: torch's)")
     parser.add_argument("--variants", default="k4,grid60,ddpm", help="rows: comma-separated k4, grid60, ddpm")
+    parser.add_argument("--modes", default="fp32,bf16,cl,bf16+cl", help="inference modes, comma-separated")
     parser.add_argument("--clock", choices=("wall", "cpu"), default="wall", help="cpu: thread CPU time (1 thread)")
     args = parser.parse_args()
     if args.threads:
@@ -131,62 +169,61 @@ def main() -> None:
         f"matmul peak "
         f"{peak / 1e12:.3f} TFLOP/s ({'bf16' if cuda else 'fp32'}); times: median [min-max] seconds per volume"
     )
-    header = f"{'variant':20s} {'mriad s/vol':>22s} {'reference s/vol':>22s} {'ratio':>20s} {'skipped':>8s}"
-    print(header + f" {'max|d| all':>10s} {'in mask':>9s} {'bit-id':>6s} {'MFU mriad':>9s} {'MFU ref':>8s}")
-    summary = {}
+    header = f"{'variant / mode':20s} {'mriad s/vol':>22s} {'reference s/vol':>22s} {'ratio':>20s}"
+    print(header + f" {'vs fp32':>10s} {'MFU':>9s}")
+    summary: dict[str, float] = {}
+    modes = args.modes.split(",") + (["compile", "bf16+cl+compile"] if use_compile else [])
     for key in args.variants.split(","):
         label, name, options = VARIANTS[key]
         model = random_model(name, config, **options).to(device)
         forward = count_flops(model.net, 96, 96)
-        generator = torch.Generator(device=device)
         twin = reference_copy(model)  # same weights, NCHW, never touched by mriad's settings
         reference = reference_reconstructor(twin)
         volume = slices[:50]
-
-        def mriad_path(model: Any = model, generator: torch.Generator = generator) -> None:
-            with torch.inference_mode():
-                model.reconstruct(slices, generator.manual_seed(0), mask=brain)
 
         def reference_path(reference: Any = reference) -> None:
             with torch.inference_mode():
                 for v in range(per_call):  # the reference reconstructs one volume at a time
                     reference(slices[v * 50 : (v + 1) * 50])
 
-        paths = {"mriad": mriad_path, "reference": reference_path}
-        if use_compile:
-            compiled = random_model(name, config, **options).to(device)
-            compiled.configure_inference(compile=args.compile_mode)
-            start = time.perf_counter()
-            with torch.inference_mode():
-                compiled.reconstruct(slices, mask=brain)
-            sync(device)
-            seconds = time.perf_counter() - start
-            print(f"  ({label}: torch.compile mode {args.compile_mode} took {seconds:.0f} s, once per process)")
-            paths["mriad + compile"] = lambda m=compiled: m.reconstruct(slices, mask=brain)
+        paths: dict[str, Any] = {"reference": reference_path}
+        copies = {}
+        for mode in modes:
+            copy = _configured(reference_copy(model), mode, args.compile_mode)
+            if "compile" in mode:
+                start = time.perf_counter()
+                with torch.inference_mode():
+                    copy.reconstruct(slices, mask=brain)
+                sync(device)
+                print(f"  ({label}: {mode}, torch.compile mode {args.compile_mode} took "
+                      f"{time.perf_counter() - start:.0f} s, once per process)")  # fmt: skip
+            copies[mode] = copy
+            paths[mode] = lambda m=copy: _mriad_path(m, slices, brain)
         times = interleaved(paths, device, repeats, clock=args.clock)
         times = {k: [t / per_call for t in v] for k, v in times.items()}
         needed, total, inputs = pair_counts(model, brain)
         worst, in_mask, identical = same_noise_check(model, twin, volume, brain[:50])
-        mfu_mriad = forward * inputs / per_call / np.median(times["mriad"]) / peak
+        maps = {mode: _anomaly_map(copy, volume, brain[:50]) for mode, copy in copies.items()}
+        fp32_map = maps.get("fp32", _anomaly_map(reference_copy(model), volume, brain[:50]))
         mfu_ref = forward * total / per_call / np.median(times["reference"]) / peak
-        ratio = ratios(times["reference"], times["mriad"])
-        summary[label] = float(np.median(ratio))
-        print(
-            f"{label:20s} {spread(times['mriad'], digits=3):>22s} {spread(times['reference'], digits=3):>22s} "
-            f"{spread(ratio) + 'x':>20s} {100 * (1 - needed / total):7.1f}% {worst:10.1e} {in_mask:9.1e} "
-            f"{'yes' if identical else 'NO':>6s} {100 * mfu_mriad:8.1f}% {100 * mfu_ref:7.1f}%"
-        )
-        if "mriad + compile" in times:
-            compiled_ratio = ratios(times["reference"], times["mriad + compile"])
-            print(f"{'  + torch.compile':20s} {spread(times['mriad + compile'], digits=3):>22s} {'':>22s} "
-                  f"{spread(compiled_ratio) + 'x':>20s}")  # fmt: skip
+        print(f"{label:20s} {'':>22s} {spread(times['reference'], digits=3):>22s}   reference-style, "
+              f"MFU {100 * mfu_ref:.1f}%; mriad skips {100 * (1 - needed / total):.1f}% of the pairs; fp32 vs "
+              f"reference max|d| {worst:.1e} (in mask {in_mask:.1e}); map in mask bit-identical with skipping: "
+              f"{'yes' if identical else 'NO'}")  # fmt: skip
+        for mode in modes:
+            ratio = ratios(times["reference"], times[mode])
+            mfu = forward * inputs / per_call / np.median(times[mode]) / peak
+            change = float((maps[mode] - fp32_map).abs().max())
+            summary[f"{label}, {mode}"] = float(np.median(ratio))
+            print(f"  {mode:18s} {spread(times[mode], digits=3):>22s} {'':>22s} {spread(ratio) + 'x':>20s} "
+                  f"{change:10.1e} {100 * mfu:8.1f}%")  # fmt: skip
     paper_forward = count_flops(random_model("pddpm", "paper").net, 96, 96)
     print(
         f"FLOPs (torch.utils.flop_counter): paper UNet {paper_forward / 1e9:.1f} GFLOP per 96x96 forward, "
         f"{200 * paper_forward / 1e12:.1f} TFLOP per volume at K=4 (200 forwards); "
         f"'{config}' {count_flops(random_model('pddpm', config).net, 96, 96) / 1e9:.2f} GFLOP per forward"
     )
-    target = 3.0 if cuda else 1.5
+    target = 3.0
     for label, value in summary.items():
         verdict = "HOLDS" if value >= target else "MISSED"
         print(f"target: {label} >= {target}x the reference-style path: {verdict} ({value:.2f}x)")

@@ -40,6 +40,8 @@ class AnomalyModel(nn.Module):
         "batch_size": 32,
         "epochs": 1600,
         "val_every": 10,
+        # auto: bf16 autocast on CUDA, fp32 on a CPU; bf16 forces autocast (CPUs with native bf16).
+        "train_precision": "auto",
     }
     trainable: ClassVar[bool] = True
     # "slices": batches of random slices (N,1,H,W); "volumes": batches of whole slice stacks (N,S,1,H,W).
@@ -68,6 +70,12 @@ class AnomalyModel(nn.Module):
         return merged
 
     # ---- training -------------------------------------------------------------------------------
+    @classmethod
+    def estimate_training_memory(cls, config: dict[str, Any], batch: int, height: int, width: int) -> Any:
+        """Peak memory of one training step (a ``mriad.runtime.memory.TrainingMemory``), or None when
+        the model does not estimate it: then ``train`` does not check memory before starting."""
+        return None
+
     def training_loss(self, batch: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
         raise NotImplementedError
 

@@ -178,8 +178,10 @@ class DiffusionProcess:
         timesteps = int(config["timesteps"])
         if not 1 <= int(config["t_test"]) <= timesteps:
             raise ValueError(f"t_test must lie in 1..{timesteps}, got {config['t_test']}")
+        with torch.device("cpu"):  # the schedule is host data, even when a model is built on "meta"
+            alpha_bar = alphas_cumprod(make_betas(str(config["schedule"]), timesteps))
         return cls(
-            alpha_bar=alphas_cumprod(make_betas(str(config["schedule"]), timesteps)),
+            alpha_bar=alpha_bar,
             t_test=int(config["t_test"]),
             noise_kind=str(config["noise"]),
             octaves=int(config["octaves"]),

@@ -34,7 +34,7 @@ from mriad.models.ensemble import SCORING_DEFAULTS, EnsemblePlan, Member
 from mriad.models.patches import box_masks, boxes_with_brain, chunk_size, coverage, full_box
 from mriad.models.unet import UNet
 from mriad.runtime.inference import InferenceExecutor, chunk_limit
-from mriad.runtime.memory import unet_inference_bytes
+from mriad.runtime.memory import TrainingMemory, unet_inference_bytes, unet_training_memory
 
 
 class DiffusionModel(AnomalyModel):
@@ -69,6 +69,13 @@ class DiffusionModel(AnomalyModel):
         self.executor = InferenceExecutor()
         # Several reconstructions per slice (noise draws, t, patch sizes) and how they are scored.
         self.plan = EnsemblePlan.from_config(c, self.name, self.ensemble_patch_size())
+
+    @classmethod
+    def estimate_training_memory(cls, config: dict[str, Any], batch: int, height: int, width: int) -> TrainingMemory:
+        """Counted on a copy built on the "meta" device: nothing is allocated, whatever the size."""
+        with torch.device("meta"):
+            model = cls(**config)
+        return unet_training_memory(model.net, batch, height, width)
 
     def _check_choice(self, key: str, allowed: tuple[str, ...]) -> None:
         if self.config[key] not in allowed:

@@ -87,6 +87,15 @@ class InferenceSettings:
         return self.channels_last if self.channels_last is not None else device.type == "cuda"
 
 
+def training_autocast(precision: str, device: torch.device) -> Callable[[], Any] | None:
+    """The autocast context factory a training step runs under (None: fp32), from ``train_precision``."""
+    if precision not in PRECISIONS:
+        raise MriadError(f"train_precision must be one of {', '.join(PRECISIONS)}, got {precision!r}")
+    if precision == "fp32" or (precision == "auto" and device.type != "cuda"):
+        return None
+    return lambda: torch.autocast(device.type, dtype=torch.bfloat16)
+
+
 def memory_budget(device: torch.device) -> int:
     """Bytes reconstruction may spend on activations: half the free GPU memory, a quarter of the RAM."""
     if device.type == "cuda":

@@ -28,6 +28,7 @@ from mriad.infra.console import info, warn
 from mriad.infra.errors import ManifestError, MriadError
 from mriad.infra.io import remove_temporaries, safe_torch_load
 from mriad.models.registry import get_model_class
+from mriad.runtime.memory import guard_training
 from mriad.train import distributed
 from mriad.train.loop import FitResult, TrainingLoop
 from mriad.train.sampler import DeviceSlices
@@ -149,12 +150,13 @@ class _Trainer:
                 info(f"{self.name} has nothing to train: wrote {run.config}")
             return FitResult(run.root, self.cls(**options), 0, 0, None, True)
 
+        train_data, val_data = self._load_data()  # first: the memory check needs the slice size
+        guard_training(self.cls, options, tuple(train_data.slices.shape), self.device)  # one line if it cannot fit
         torch.manual_seed(self.seed)  # identical initial weights on every rank
         model = self.cls(**options).to(self.device)
         if self.device.type == "cuda":
             model = model.to(memory_format=torch.channels_last)
         optimizers = model.configure_optimizers()
-        train_data, val_data = self._load_data()
 
         state = self._load_state(run, existing)
         if state is not None:

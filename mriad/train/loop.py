@@ -17,6 +17,8 @@ from mriad.contracts.run_folder import save_checkpoint, write_metrics
 from mriad.infra.console import ProgressLine, info, warn
 from mriad.infra.errors import MriadError
 from mriad.models.base import AnomalyModel
+from mriad.runtime.cost import announce_cpu_cost
+from mriad.runtime.inference import training_autocast
 from mriad.train import distributed
 from mriad.train.sampler import DeviceSlices
 
@@ -77,7 +79,7 @@ class TrainingLoop:
         self.first_bad = torch.full((), -1, dtype=torch.long, device=self.device)
         self.rows: list[dict[str, Any]] = []
         self.fresh = True  # a new run (not resumed): starts with a baseline validation
-        self.autocast = (lambda: torch.autocast("cuda", dtype=torch.bfloat16)) if self.device.type == "cuda" else None
+        self.autocast = training_autocast(str(options.get("train_precision", "auto")), self.device)
         if self.env.active and type(model).training_step is not AnomalyModel.training_step:
             raise MriadError(f"model {trainer.name} brings its own training step; train it in a single process")
         self.wrapper = distributed.wrap(model, self.env, self.device)
@@ -345,6 +347,9 @@ class TrainingLoop:
             f"{self.t.dataset}-train fold {self.t.fold}, {val}; {self.steps_per_epoch} steps/epoch x "
             f"{self.epochs} epochs, batch {self.batch_size}{ranks}; {where}"
         )
+        left = self.epochs * self.steps_per_epoch - self.step
+        announce_cpu_cost(self.model, self.batch_size, tuple(self.train_data.slices.shape), left,
+                          self.model.batch_kind, self.autocast)  # fmt: skip
 
     def _result(self) -> FitResult:
         return FitResult(
