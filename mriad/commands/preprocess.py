@@ -20,7 +20,8 @@ def preprocess_command(
     raw: Path = typer.Argument(..., help="Raw data folder (or, for --dataset generic, a CSV listing image[,seg])."),
     out: Path = typer.Argument(..., help="Output folder: `OUT/<dataset>/<subject>/`, `OUT/manifest.csv`."),
     dataset: str = typer.Option(
-        ..., "--dataset", "-d", help="ixi, brats21 (also BraTS 2018 naming), mslub, bids or generic."
+        ..., "--dataset", "-d",
+        help="ixi, brats21 (also BraTS 2018 naming), mslub, atlas2 (T1), wmh (flair/t1), bids or generic.",
     ),
     modality: str = typer.Option("t2", "--modality", "-m", help="t2, t1 or flair (IXI: t1, t2, pd)."),
     skull_strip: str = typer.Option(

@@ -81,7 +81,7 @@ class ConditionalDDPM(AnomalyModel):
     paper: ClassVar[str] = (
         "Behrendt, Bhattacharya, Mieling, Maack, Krüger, Opfer, Schlaefer: Guided Reconstruction with "
         "Conditioned Diffusion Models for Unsupervised Anomaly Detection in Brain MRIs. Computers in "
-        "Biology and Medicine 2025 (arXiv 2312.04215)."
+        "Biology and Medicine 2025, 109660 (doi 10.1016/j.compbiomed.2025.109660; arXiv 2312.04215)."
     )
     summary: ClassVar[str] = (
         "cDDPM: a DDPM whose UNet is conditioned on a ResNet encoding of the clean slice (projected, "
