@@ -143,7 +143,7 @@ def test_python_api_for_one_subject(brats_case: Path, tmp_path: Path) -> None:
     outcome = preprocess_subject(image, tmp_path / "one", seg=seg, dataset="brats21", n4=False, qc=False)
     assert outcome.status == "done" and outcome.row["label"] == 1 and outcome.row["dataset"] == "brats"
     assert {p.name for p in (tmp_path / "one").iterdir()} == {
-        "image.nii.gz", "mask.nii.gz", "seg.nii.gz", "timings.json", "done.json"}
+        "image.nii.gz", "mask.nii.gz", "seg.nii.gz", "timings.json", "transform.json", "transform.mat", "done.json"}
     assert read_done(tmp_path / "one") is not None
     with pytest.raises(InputError, match=r"nowhere\.nii\.gz: file not found"):
         preprocess_subject(tmp_path / "nowhere.nii.gz", tmp_path / "two", skull_strip="none", registration="none")
