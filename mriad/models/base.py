@@ -154,6 +154,10 @@ class AnomalyModel(nn.Module):
         """Slices per network call that fit ``memory_bytes`` (a rough, model-specific estimate)."""
         return 64
 
+    def inference_bytes(self, height: int, width: int) -> int | None:
+        """Activation bytes of one network input at inference, if the model estimates it (None: not)."""
+        return None
+
 
 def _coerce(value: Any, default: Any) -> Any:
     """Convert CLI strings to the default's type (``"48"`` -> 48, ``"1,2,2"`` -> (1, 2, 2))."""

@@ -233,8 +233,10 @@ class DiffusionModel(AnomalyModel):
             limit = self.max_batch(height, width)
         return chunk_size(pairs, limit)
 
+    def inference_bytes(self, height: int, width: int) -> int:
+        return unet_inference_bytes(height, width, int(self.config["base_channels"]))
+
     def max_batch(self, height: int, width: int, memory_bytes: int | None = None, cap: int | None = None) -> int:
         """Network inputs per call that fit ``memory_bytes`` (at most ``cap``; see runtime.chunk_limit)."""
         device = next(self.parameters()).device
-        per_input = unet_inference_bytes(height, width, int(self.config["base_channels"]))
-        return chunk_limit(per_input, device, memory_bytes, cap)
+        return chunk_limit(self.inference_bytes(height, width), device, memory_bytes, cap)

@@ -27,6 +27,7 @@ from mriad.infra.console import info, track, warn
 from mriad.infra.errors import InputError, MriadError
 from mriad.infra.io import atomic_write_csv, read_nifti, write_nifti
 from mriad.infra.locking import folder_lock, shard_lock
+from mriad.runtime.memory import check_inference_memory
 
 
 @dataclass
@@ -257,6 +258,7 @@ def _reconstruct_group(
     masks = None
     if model.accepts_mask and all(item.mask is not None for item in loaded):
         masks = _upload(torch.stack([volume_to_slices(torch.from_numpy(item.mask)) for item in loaded]), device)
+    check_inference_memory(model, tuple(stack.shape), device)  # one line when even one box per call cannot fit
     with torch.inference_mode():
         x_hat, score = model.score_volumes(stack, generator, mask=masks)
         # One device-to-host copy of the group's results, not one per subject.

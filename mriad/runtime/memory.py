@@ -166,3 +166,25 @@ def guard_training(cls: Any, options: dict[str, Any], slice_shape: tuple[int, ..
     if estimate is not None:
         checkpointing = bool(options.get("checkpointing", False))
         check_training_memory(estimate, batch=batch, checkpointing=checkpointing, device=device)
+
+
+def check_inference_memory(model: Any, stack_shape: tuple[int, ...], device: torch.device) -> None:
+    """Refuse, in one line, a reconstruction group that cannot fit even with one input per call.
+
+    ``stack_shape`` is the group's ``(V, S, 1, H, W)``. Counted: the weights, about eight float32
+    copies of the group (input, noise, noised input, sum, reconstruction, score and their host copies)
+    and one network input's activations (:meth:`AnomalyModel.inference_bytes`).
+    """
+    from mriad.infra.errors import MriadError
+
+    volumes, height, width = int(stack_shape[0]), int(stack_shape[-2]), int(stack_shape[-1])
+    group = 8 * 4 * int(torch.Size(stack_shape).numel())
+    weights = sum(p.numel() * p.element_size() for p in model.parameters())
+    need = weights + group + int(model.inference_bytes(height, width) or 0)
+    free = free_memory(device)
+    if need > 0.9 * free:
+        raise MriadError(
+            f"--volumes-per-batch {volumes}: reconstructing needs about {need / GIB:.1f} GiB on {device} "
+            f"({group / GIB:.1f} GiB for the group's volumes), {free / GIB:.1f} GiB is free; "
+            "use a smaller --volumes-per-batch or another device"
+        )

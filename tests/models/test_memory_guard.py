@@ -67,3 +67,14 @@ def test_train_precision_option() -> None:
     with pytest.raises(MriadError, match="train_precision must be one of"):
         training_autocast("fp16", cpu)
     assert get_model_class("ae").resolve_config({})["train_precision"] == "auto"
+
+
+def test_reconstruction_group_that_cannot_fit_is_refused(monkeypatch: pytest.MonkeyPatch) -> None:
+    from mriad.models.registry import build_model
+    from mriad.runtime import memory
+
+    model = build_model("pddpm", **TINY)
+    memory.check_inference_memory(model, (4, 50, 1, 96, 96), torch.device("cpu"))  # fits: nothing happens
+    monkeypatch.setattr(memory, "free_memory", lambda device: 10 << 20)  # a 10 MiB machine
+    with pytest.raises(MriadError, match=r"^--volumes-per-batch 4: reconstructing needs about .* GiB"):
+        memory.check_inference_memory(model, (4, 50, 1, 96, 96), torch.device("cpu"))
