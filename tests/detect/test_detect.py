@@ -123,3 +123,31 @@ def test_inputs_folders_and_bad_names(tmp_path: Path, raw_scan) -> None:
     assert [s.subject_id for s in subjects] == ["a"] and subjects[0].seg == folder / "a_seg.nii.gz"
     reasons = " | ".join(p.reason for p in problems)
     assert "'b c'" in reasons and "a second scan named a" in reasons and "not found" in reasons
+
+
+def test_bids_data_sets_are_found(tmp_path: Path, raw_scan) -> None:
+    import shutil
+
+    from mriad.detect.inputs import find_scans
+
+    anat = tmp_path / "bids" / "sub-01" / "anat"
+    anat.mkdir(parents=True)
+    (tmp_path / "bids" / "dataset_description.json").write_text('{"Name": "x", "BIDSVersion": "1.8.0"}')
+    shutil.copy(raw_scan["scan"], anat / "sub-01_T2w.nii.gz")
+    shutil.copy(raw_scan["seg"], anat / "sub-01_label-lesion_mask.nii.gz")
+    subjects, problems = find_scans([tmp_path / "bids"])
+    assert problems == [] and [s.subject_id for s in subjects] == ["sub-01"]
+    assert subjects[0].seg == anat / "sub-01_label-lesion_mask.nii.gz"
+
+
+def test_a_fixed_threshold_keeps_the_calibrated_protocol(tmp_path: Path) -> None:
+    from mriad.detect.run import choose_threshold
+    from mriad.detect.source import from_run
+
+    run = write_run(tmp_path / "run", model="thresh", threshold=0.3, protocol="reference")
+    value, source = choose_threshold(from_run(run), 0.9, None)
+    assert value == 0.9 and source["method"].startswith("fixed") and source["protocol"] == "reference"
+    value, source = choose_threshold(from_run(run), None, None)
+    assert value == 0.3 and source["val_split"] == "brats-val" and source["protocol"] == "reference"
+    bare = write_run(tmp_path / "bare", model="thresh", threshold=None)
+    assert choose_threshold(from_run(bare), 0.5, None)[1]["protocol"] == "reference"  # the default protocol
