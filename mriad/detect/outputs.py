@@ -45,10 +45,8 @@ def write_scan_outputs(
 ) -> dict[str, Any]:
     """Write maps, overview (and viewer), then the summary last: a scan counts as done with its summary."""
     from mriad.evaluate.metrics import dice_score
-    from mriad.infra.digests import file_sha256
 
     affine = transform.native_affine
-    protocol = settings.rules()
     write_nifti(paths["anomaly"], native["anomaly"], affine, dtype=np.float32)
     write_nifti(paths["lesion"], native["lesion"], affine, dtype=np.uint8)
     scan = read_nifti(subject.image)
@@ -82,10 +80,29 @@ def write_scan_outputs(
         )
         if written is not None:
             outputs["viewer"] = str(written)
+    summary = scan_summary(subject, transform, native, final, source, settings)
+    summary.update(ground_truth=summary_truth, outputs=outputs)
+    atomic_write_json(paths["summary"], summary)
+    return summary
+
+
+def scan_summary(
+    subject: Subject,
+    transform: Transform,
+    native: dict[str, np.ndarray],
+    final: dict[str, np.ndarray],
+    source: ModelSource,
+    settings: DetectSettings,
+) -> dict[str, Any]:
+    """``<scan>_summary.json`` without its outputs and ground truth: the lesion, the scores, what made them."""
+    from mriad.infra.digests import file_sha256
+
+    affine = transform.native_affine
+    protocol = settings.rules()
     voxel_ml = abs(float(np.linalg.det(affine[:3, :3]))) / 1000.0
     brain = final["mask"]
     values = final["anomaly"][brain] if brain.any() else np.zeros(1, np.float32)
-    summary = {
+    return {
         "subject_id": subject.subject_id,
         "scan": {
             "file": str(subject.image),
@@ -112,12 +129,8 @@ def write_scan_outputs(
         "preprocessing": {**settings.options.signature(), "origin": settings.origin},
         "registration_matrix": transform.template_to_subject.round(6).tolist(),
         "seed": settings.seed,
-        "ground_truth": summary_truth,
-        "outputs": outputs,
         "versions": _versions(),
     }
-    atomic_write_json(paths["summary"], summary)
-    return summary
 
 
 def _rounded(value: float) -> float | None:

@@ -47,7 +47,9 @@ class ModelSource:
         return model.to(device).eval()
 
     def weights_sha256(self) -> str:
-        return weights_sha256(self.model_name, self.model_config, self.state_dict)
+        if "weights_sha256" not in self.provenance:  # hashing a paper-size model takes a moment: once
+            self.provenance["weights_sha256"] = weights_sha256(self.model_name, self.model_config, self.state_dict)
+        return str(self.provenance["weights_sha256"])
 
     def threshold(self, val_split: str | None) -> tuple[float, dict[str, Any]] | None:
         """The calibrated threshold of ``val_split`` (or the only one recorded); None when there is none."""

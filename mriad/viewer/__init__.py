@@ -86,6 +86,35 @@ def viewer_html(
         if np.any(anomaly > 0)
         else 0.0
     )
+    volumes = _layers(scan, affine, anomaly, lesion, truth, low, top)
+    from mriad.viewer.page import TEMPLATE as page
+
+    fractions = _focus_fractions(anomaly, lesion, affine)
+    body = page.split("<!--body-->")[1].split("<!--/body-->")[0]
+    replacements = {
+        "__TITLE__": html.escape(title),
+        "__VOLUMES__": json.dumps(volumes),
+        "__THRESHOLD__": "null" if threshold is None else repr(float(threshold)),
+        "__NIIVUE__": script.read_text(encoding="utf-8").replace("</script", "<\\/script"),
+        "__NIIVUE_VERSION__": NIIVUE_VERSION,
+        "__FOCUS__": json.dumps([round(f, 4) for f in fractions]),
+    }
+    text = body if fragment else page
+    for key, value in replacements.items():
+        text = text.replace(key, value)
+    return text
+
+
+def _layers(
+    scan: np.ndarray,
+    affine: np.ndarray,
+    anomaly: np.ndarray,
+    lesion: np.ndarray | None,
+    truth: np.ndarray | None,
+    low: float,
+    top: float,
+) -> list[dict[str, object]]:
+    """The embedded volumes in drawing order: scan, anomaly map, lesion outline, ground-truth outline."""
     volumes = [
         {
             "name": "scan.nii.gz",
@@ -134,22 +163,7 @@ def viewer_html(
                 "label": "ground truth outline (blue)",
             }
         )
-    from mriad.viewer.page import TEMPLATE as page
-
-    fractions = _focus_fractions(anomaly, lesion, affine)
-    body = page.split("<!--body-->")[1].split("<!--/body-->")[0]
-    replacements = {
-        "__TITLE__": html.escape(title),
-        "__VOLUMES__": json.dumps(volumes),
-        "__THRESHOLD__": "null" if threshold is None else repr(float(threshold)),
-        "__NIIVUE__": script.read_text(encoding="utf-8").replace("</script", "<\\/script"),
-        "__NIIVUE_VERSION__": NIIVUE_VERSION,
-        "__FOCUS__": json.dumps([round(f, 4) for f in fractions]),
-    }
-    text = body if fragment else page
-    for key, value in replacements.items():
-        text = text.replace(key, value)
-    return text
+    return volumes
 
 
 def _focus_fractions(anomaly: np.ndarray, lesion: np.ndarray | None, affine: np.ndarray) -> list[float]:
