@@ -22,6 +22,7 @@ def evaluation_records(run: Path) -> list[dict[str, Any]]:
             continue
         keep = (
             "split",
+            "protocol",
             "val_split",
             "n_subjects",
             "threshold",
@@ -101,7 +102,8 @@ def model_card(
     if not evaluations:
         lines.append("Not evaluated before export.")
     for record in evaluations:
-        lines.append(f"### {record.get('split')} ({record.get('n_subjects')} subjects)")
+        protocol_name = record.get("protocol") or (record.get("settings") or {}).get("protocol") or "brain"
+        lines.append(f"### {record.get('split')} ({record.get('n_subjects')} subjects, {protocol_name} protocol)")
         for name, stats in (record.get("metrics") or {}).items():
             lines.append(f"- {name}: {stats.get('mean'):.4f} ± {stats.get('std'):.4f} (n={stats.get('n')})")
         if record.get("threshold") is not None:
@@ -114,7 +116,10 @@ def model_card(
             lines.append("- protocol: " + "; ".join(f"{k} {v}" for k, v in protocol.items() if k != "data"))
         lines.append("")
     lines += ["## Calibrated thresholds", ""]
-    lines += [f"- {split}: {entry.get('threshold'):.6g} ({entry.get('search')})" for split, entry in thresholds.items()]
+    lines += [
+        f"- {split}: {entry.get('threshold'):.6g} ({entry.get('search')} search, {entry.get('protocol')} protocol)"
+        for split, entry in thresholds.items()
+    ]
     if not thresholds:
         lines.append("- none: `mriad detect` needs --threshold")
     lines += ["", "## Versions", ""] + [f"- {k} {v}" for k, v in versions.items()]
