@@ -44,6 +44,12 @@ def evaluate_command(
         help="Healthy split (e.g. ixi-val) giving the 1/5/10 % FPR thresholds, their Dice and the healthy l1; "
         "reconstructed if needed (default: the training data set's val split, if reconstructed).",
     ),
+    checkpoint: str = typer.Option(
+        "best",
+        "--checkpoint",
+        help="best, or step-K (kept by train --checkpoint-every): its maps and numbers go to "
+        "RUN/checkpoint-views/step-K/, never over the best checkpoint's.",
+    ),
 ) -> None:
     """Post-process the anomaly maps (eroded brain mask, 3D median filter), choose the Dice-maximising
     threshold on the validation split, and write per-subject metrics, a summary and figures to
@@ -64,6 +70,11 @@ def evaluate_command(
     if run is None:
         run = latest_run()
         using_default("--run", run)
+    if checkpoint != "best":
+        from mriad.contracts.run_folder import make_checkpoint_view
+
+        run = make_checkpoint_view(run, checkpoint).root
+        info(f"--checkpoint {checkpoint}: evaluating in {run}")
     device = resolve_device(settings.device)
     spec = EvalSpec(
         split=split,

@@ -191,6 +191,7 @@ def _rows(
                 "model": group.model,
                 "metric": metric,
                 "folds": group.folds_text(),
+                "budget": group.budget_text(),
                 "n_runs": len(group.runs),
                 "n_subjects": int(np.isfinite(values).sum()),
                 "mean": float(finite.mean()) if finite.size else math.nan,

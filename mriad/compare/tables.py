@@ -71,6 +71,11 @@ class Group:
     def folds_text(self) -> str:
         return ",".join("-" if fold is None else str(fold) for fold in self.folds)
 
+    def budget_text(self) -> str:
+        """Each run's optimisation budget, "steps x batch", and the step of the weights evaluated."""
+        texts = list(dict.fromkeys(run_budget(run) for run in self.runs))
+        return "; ".join(texts)
+
     def fold_means(self, metric: str) -> np.ndarray:
         """One value per run: its mean over subjects, as `mriad evaluate` reports it."""
         return np.array([_nanmean(run.per_subject[metric]) for run in self.runs], dtype=np.float64)
@@ -82,6 +87,33 @@ class Group:
         counts = np.isfinite(values).sum(axis=1)
         sums = np.nansum(values, axis=1)
         return np.where(counts > 0, sums / np.maximum(counts, 1), np.nan)
+
+
+def run_budget(run: RunEval) -> str:
+    """``"300 x 32 (best: step 275)"``: the steps trained (at the last validation row of metrics.csv),
+    the slices per step, and which step's weights were evaluated (best.pt, or a step-K checkpoint view).
+    ``"-"`` for a run that was never trained (no metrics.csv)."""
+    import csv
+
+    from mriad.contracts.run_folder import RunFolder, step_of
+
+    batch = run.options.get("batch_size", "?")
+    view = step_of(str(run.config.get("checkpoint") or ""))
+    if view is not None:
+        return f"{view} x {batch} (step-{view} checkpoint)"
+    path = RunFolder(run.path).metrics
+    if not path.is_file():
+        return "-"
+    with open(path, newline="") as handle:
+        logged = [row for row in csv.DictReader(handle) if row.get("step")]
+    if not logged:
+        return "-"
+    steps = max(int(row["step"]) for row in logged)
+    scored = [row for row in logged if row.get("val_loss")]
+    if not scored:
+        return f"{steps} x {batch} (last)"
+    best = min(scored, key=lambda row: float(row["val_loss"]))  # first of equal losses, as train keeps it
+    return f"{steps} x {batch} (best: step {best['step']})"
 
 
 def _nanmean(values: pd.Series) -> float:
@@ -235,11 +267,12 @@ def table_one(
     """
     cells = _cells(rows, groups, metrics)
     best = {metric: best_groups(rows, metric) for metric in metrics}
-    header = ["Model", "Folds"] + [metric_header(metric) for metric in metrics]
+    header = ["Model", "Folds", "Budget (steps x batch)"] + [metric_header(metric) for metric in metrics]
     body: list[list[Cell]] = []
     for group in groups:
         first = next(row for row in rows if row["group"] == group)
         line: list[Cell] = [group + (" (baseline)" if first["is_baseline"] else ""), first["folds"]]
+        line.append(str(first.get("budget") or "-"))
         for metric in metrics:
             row = cells.get((group, metric))
             if row is None:

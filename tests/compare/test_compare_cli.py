@@ -32,7 +32,7 @@ def test_cli_compare_writes_tables_figures_and_json(cli, tmp_path: Path) -> None
     assert pddpm_dice.ci_low < pddpm_dice.subject_mean < pddpm_dice.ci_high
     assert pddpm_dice.n_runs == 2 and pddpm_dice.n_subjects == len(subjects)
     markdown = (out / "compare.md").read_text()
-    assert "| Model | Folds | Dice [%] |" in markdown and "**" in markdown and "†" in markdown
+    assert "| Model | Folds | Budget (steps x batch) | Dice [%] |" in markdown and "**" in markdown and "†" in markdown
     assert (out / "per_subject.csv").is_file()
     for name in ("box_dice.png", "box_auprc.png", "recon_BraTS_001.png"):  # BraTS_001: larger lesion of the two
         assert (out / "figures" / name).read_bytes().startswith(b"\x89PNG")
