@@ -47,16 +47,18 @@ class OneLineErrors(TyperGroup):
     the option, with the command's --help as the hint.
     """
 
-    def main(self, *args: Any, standalone_mode: bool = True, **kwargs: Any) -> Any:
+    def main(self, *args: Any, **kwargs: Any) -> Any:
         from mriad.commands.options import guard
 
         guard(self)  # every option's value checked before its command runs
-        if not standalone_mode:
-            return super().main(*args, standalone_mode=False, **kwargs)
+        standalone = kwargs.get("standalone_mode", True)
+        kwargs["standalone_mode"] = False  # errors come back here, to be printed as one line
+        if not standalone:
+            return super().main(*args, **kwargs)
         from typer import _click
 
         try:
-            outcome = super().main(*args, standalone_mode=False, **kwargs)
+            outcome = super().main(*args, **kwargs)
         except _click.exceptions.ClickException as exc:
             if type(exc).__name__ != "NoArgsIsHelpError":  # that one has printed the help already
                 context = getattr(exc, "ctx", None)

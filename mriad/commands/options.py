@@ -200,7 +200,7 @@ def check_model_settings(model: str | None, pairs: Iterable[str]) -> None:
     try:
         from mriad.models.registry import get_model_class
 
-        cls = get_model_class(str(model))
+        cls: Any = get_model_class(str(model))
     except MriadError:
         return
     defaults = {**cls.common_defaults, **cls.defaults}

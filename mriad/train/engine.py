@@ -186,7 +186,7 @@ class _Trainer:
         self, run: RunFolder, model: Any, optimizers: list, state: dict[str, Any], options: dict[str, Any]
     ) -> None:
         """Load last.pt into a model built from the run's config; a mismatch is one line, not a tensor dump."""
-        stored = state.get("config") if isinstance(state.get("config"), dict) else {}
+        stored: dict[str, Any] = state["config"] if isinstance(state.get("config"), dict) else {}
         differ = sorted(
             k for k in options
             if k in stored and _plain(stored[k]) != _plain(options[k]) and k not in _RESUMABLE_CHANGES
