@@ -155,3 +155,21 @@ def test_checkpoint_names_and_views(tiny_manifest: Path, tmp_path: Path) -> None
         make_checkpoint_view(run.root, "step-5")
     with pytest.raises(MriadError, match="step-K"):
         run.checkpoint("latest")
+
+
+@pytest.mark.slow  # trains, then reconstructs and evaluates twice: ~10 s alone, more on shared cores
+def test_evaluate_a_step_checkpoint_leaves_the_best_evaluation_alone(tmp_path: Path, cli) -> None:
+    manifest = _lesion_manifest(tmp_path / "data")
+    run = tmp_path / "run"
+    options = {**TINY_PDDPM, "epochs": 20, "val_every": 2}
+    fit("pddpm", data=manifest, out=run, dataset="brats", options=options, device="cpu",
+        healthy_slices=True, slice_margin=1, checkpoint_every=4, max_steps=8)  # fmt: skip
+    common = ["--device", "cpu", "evaluate", "--run", run, "--split", "brats-test", "--val-split", "brats-val"]
+    assert cli(*common, "--no-figures").exit_code == 0
+    best = (run / "eval" / "brats-test" / "per_subject.csv").read_bytes()
+    result = cli(*common, "--no-figures", "--checkpoint", "step-4")
+    assert result.exit_code == 0, result.output
+    view = RunFolder(run / "checkpoint-views" / "step-4")
+    assert view.per_subject("brats-test").is_file() and view.recon_dir("brats-test").is_dir()
+    assert (run / "eval" / "brats-test" / "per_subject.csv").read_bytes() == best  # untouched
+    assert cli(*common, "--checkpoint", "step-5").exit_code != 0
