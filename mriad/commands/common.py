@@ -13,7 +13,7 @@ from rich.text import Text
 from typer.core import TyperGroup
 
 from mriad.infra.console import err_console, settings
-from mriad.infra.errors import MriadError, NotLandedError
+from mriad.infra.errors import MriadError
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -94,6 +94,3 @@ def emit(summary: dict[str, Any]) -> None:
         sys.stdout.write(json.dumps(summary, indent=2, default=str) + "\n")
         sys.stdout.flush()
 
-
-def not_landed(stage: str, issue: str) -> None:
-    raise NotLandedError(f"`mriad {stage}` is not implemented yet ({issue}); nothing was done")

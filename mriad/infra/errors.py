@@ -24,11 +24,5 @@ class ManifestError(MriadError):
     """A manifest that breaks the contract (duplicate IDs, split leaks, missing files...)."""
 
 
-class NotLandedError(MriadError):
-    """A stage whose implementation has not landed yet; exits with code 2, never pretends."""
-
-    exit_code = 2
-
-
 class LockError(MriadError):
     """Another live process holds the output folder."""

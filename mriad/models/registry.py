@@ -4,9 +4,14 @@ from __future__ import annotations
 
 import importlib
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from mriad.infra.errors import InputError, MriadError
+
+if TYPE_CHECKING:  # the model modules import torch: only when a model is asked for
+    import torch
+
+    from mriad.models.base import AnomalyModel
 
 # name -> "module:Class"; the baselines live beside the diffusion models.
 _MODELS: dict[str, str] = {
@@ -26,26 +31,21 @@ def available_models() -> list[str]:
     return list(_MODELS)
 
 
-def get_model_class(name: str) -> type:
+def get_model_class(name: str) -> type[AnomalyModel]:
     if name not in _MODELS:
         raise MriadError(f"unknown model {name!r}; available: {', '.join(_MODELS)}")
     module_name, class_name = _MODELS[name].split(":")
-    try:
-        module = importlib.import_module(module_name)
-    except ModuleNotFoundError as exc:
-        if exc.name == module_name:
-            from mriad.infra.errors import NotLandedError
-
-            raise NotLandedError(f"model {name!r} is not implemented yet") from None
-        raise
-    return getattr(module, class_name)
+    model_class: type[AnomalyModel] = getattr(importlib.import_module(module_name), class_name)
+    return model_class
 
 
-def build_model(name: str, **overrides: Any) -> Any:
+def build_model(name: str, **overrides: Any) -> AnomalyModel:
     return get_model_class(name)(**overrides)
 
 
-def load_checkpoint_model(path: str | Path, device: Any = "cpu", expect_model: str | None = None) -> Any:
+def load_checkpoint_model(
+    path: str | Path, device: str | torch.device = "cpu", expect_model: str | None = None
+) -> AnomalyModel:
     """Rebuild a model from a checkpoint (``weights_only`` loading: no code is ever unpickled)."""
     from mriad.infra.io import safe_torch_load
 
@@ -73,7 +73,7 @@ def load_checkpoint_model(path: str | Path, device: Any = "cpu", expect_model: s
     return model.to(device).eval()
 
 
-def load_run_model(run: str | Path, which: str = "best", device: Any = "cpu") -> Any:
+def load_run_model(run: str | Path, which: str = "best", device: str | torch.device = "cpu") -> AnomalyModel:
     """The model of a run folder: its ``best`` checkpoint (else ``last``, see
     :meth:`~mriad.contracts.run_folder.RunFolder.model_checkpoint`); untrained models need none."""
     from mriad.contracts.run_folder import RunFolder
