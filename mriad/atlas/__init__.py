@@ -12,6 +12,7 @@ import hashlib
 import os
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -60,7 +61,7 @@ def atlas_dir() -> Path:
 def _load_canonical(path: str) -> tuple[np.ndarray, np.ndarray]:
     import nibabel as nib
 
-    img = nib.load(path)
+    img: Any = nib.load(path)  # a NIfTI image: nibabel types load() as the generic base
     if len(img.shape) == 4 and img.shape[3] == 1:  # the shipped files carry a singleton 4th axis
         img = nib.Nifti1Image(np.asarray(img.dataobj)[..., 0], img.affine, img.header)
     img = nib.as_closest_canonical(img)

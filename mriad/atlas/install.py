@@ -21,6 +21,7 @@ import tarfile
 import tempfile
 import zipfile
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -116,7 +117,7 @@ def _load_member(archive: _Archive, name: str, scratch: Path) -> tuple[np.ndarra
     tmp.write_bytes(archive.read(name))
     where = f"{archive.path}: {name}"
     try:
-        img = nib.load(str(tmp))
+        img: Any = nib.load(str(tmp))  # a NIfTI image: nibabel types load() as the generic base
         shape = tuple(s for i, s in enumerate(img.shape) if i < 3 or s != 1)
         data = np.asarray(img.dataobj, dtype=np.float32).reshape(shape)
         affine = img.affine.copy()

@@ -148,7 +148,7 @@ class ProgressLine:
             self.mode = "plain"
 
     def update(self, completed: int, status: str = "") -> None:
-        if self.mode == "rich":
+        if self._progress is not None and self._task is not None:
             self._progress.update(self._task, completed=completed, status=status)
         elif self.mode == "plain":
             now = time.monotonic()
@@ -157,7 +157,7 @@ class ProgressLine:
                 self.last = now
 
     def close(self) -> None:
-        if self.mode == "rich":
+        if self._progress is not None:
             self._progress.stop()
 
     def __enter__(self) -> ProgressLine:

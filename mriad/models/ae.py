@@ -48,7 +48,7 @@ class AutoEncoder(AnomalyModel):
         c = self.config
         if "loss" in c and c["loss"] not in ("l1", "l2"):
             raise MriadError(f"model {self.name}: loss must be l1 or l2, not {c['loss']!r}")
-        shared = {
+        shared: dict[str, Any] = {
             "image_size": int(c["image_size"]),
             "base_channels": int(c["base_channels"]),
             "channel_mult": tuple(c["channel_mult"]),

@@ -29,6 +29,11 @@ from mriad.models.layers import ConvDecoder, ConvEncoder, check_input
 class FAnoGAN(AnomalyModel):
     """WGAN-GP generator/critic + izif encoder; score = |x - G(E(x))|."""
 
+    # Buffers (registered in __init__), declared for the type checker.
+    step: torch.Tensor
+    total_steps: torch.Tensor
+    encoder_from: torch.Tensor
+
     name: ClassVar[str] = "fanogan"
     paper: ClassVar[str] = (
         "Schlegl, Seeboeck, Waldstein, Langs, Schmidt-Erfurth. f-AnoGAN: Fast unsupervised anomaly "
@@ -62,7 +67,7 @@ class FAnoGAN(AnomalyModel):
         c = self.config
         if c["latent_prior"] not in ("uniform", "normal"):
             raise MriadError(f"fanogan: latent_prior must be uniform or normal, not {c['latent_prior']!r}")
-        shared = {
+        shared: dict[str, Any] = {
             "image_size": int(c["image_size"]),
             "base_channels": int(c["base_channels"]),
             "channel_mult": tuple(c["channel_mult"]),
@@ -133,7 +138,7 @@ class FAnoGAN(AnomalyModel):
         """``[opt_G, opt_D, opt_E]``, Adam with the WGAN-GP betas for all three."""
         c = self.config
         fused = any(p.is_cuda for p in self.parameters()) or None
-        kwargs = {"lr": float(c["lr"]), "betas": (float(c["adam_beta1"]), float(c["adam_beta2"])), "fused": fused}
+        kwargs: dict[str, Any] = {"lr": float(c["lr"]), "betas": (float(c["adam_beta1"]), float(c["adam_beta2"])), "fused": fused}
         return [
             torch.optim.Adam(self.generator_net.parameters(), **kwargs),
             torch.optim.Adam(self.critic.parameters(), **kwargs),

@@ -63,7 +63,7 @@ class SequenceVAE(AnomalyModel):
         super().__init__(**config)
         c = self.config
         latent = int(c["latent_dim"])
-        shared = {
+        shared: dict[str, Any] = {
             "image_size": int(c["image_size"]),
             "base_channels": int(c["base_channels"]),
             "channel_mult": tuple(c["channel_mult"]),

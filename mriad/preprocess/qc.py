@@ -47,9 +47,9 @@ def write_qc(
     # Aspect ratios from the voxel size, so a 2 mm grid looks like a brain, not a stretched one.
     aspects = (spacing[1] / spacing[0], spacing[2] / spacing[0], spacing[2] / spacing[1])
     fig, axes = plt.subplots(1, 3, figsize=(9, 3.4), dpi=100)
-    image_slices = _slices(image, centre)  # type: ignore[arg-type]
-    mask_slices = _slices(mask.astype(float), centre)  # type: ignore[arg-type]
-    seg_slices = _slices(seg.astype(float), centre) if seg is not None else [None] * 3  # type: ignore[arg-type]
+    image_slices = _slices(image, centre)
+    mask_slices = _slices(mask.astype(float), centre)
+    seg_slices = _slices(seg.astype(float), centre) if seg is not None else [None] * 3
     for ax, name, img, msk, les, aspect in zip(axes, names, image_slices, mask_slices, seg_slices, aspects):
         ax.imshow(img, cmap="gray", origin="lower", vmin=0.0, vmax=max(float(image.max()), 1e-6), aspect=aspect)
         if msk.any() and not msk.all():

@@ -20,6 +20,7 @@ import io
 import os
 import tempfile
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 from scipy import ndimage
@@ -129,7 +130,7 @@ def deepbet_mask(data: np.ndarray, affine: np.ndarray, *, device: str = "cpu") -
         nib.save(nib.Nifti1Image(np.asarray(data, dtype=np.float32), affine), source)
         with contextlib.redirect_stdout(io.StringIO()):
             run_bet([source], mask_paths=[target], threshold=0.5, n_dilate=0, no_gpu=not str(device).startswith("cuda"))
-        out = nib.load(target)
+        out: Any = nib.load(target)  # a NIfTI image: nibabel types load() as the generic base
         mask = np.asarray(out.dataobj) > 0
         if mask.shape != data.shape or not np.allclose(out.affine, affine, atol=1e-3):
             from mriad.preprocess.resample import resample_to_grid

@@ -88,7 +88,7 @@ def _read_mask(row: Any, image: Any) -> np.ndarray | None:
     if not isinstance(path, str | os.PathLike) or not str(path).strip():
         return None
     try:
-        mask = read_nifti(path, allow_empty=True)
+        mask = read_nifti(os.fspath(path), allow_empty=True)
     except InputError as exc:
         warn(f"{row.subject_id}: mask not used ({exc}); reconstructing every box")
         return None

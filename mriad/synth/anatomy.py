@@ -73,13 +73,13 @@ def atlas_arrays() -> AtlasArrays:
     depth = ndimage.distance_transform_edt(brain[::2, ::2, ::2]) * 2.0
     deep_csf = (t1n[::2, ::2, ::2] < (csf + gm) / 2) & (depth > 20)
     vent_vox = np.argwhere(deep_csf).mean(axis=0) * 2.0 if deep_csf.any() else centre_vox
-    head = np.argwhere(t1n_smooth > 0.05)
+    head_voxels = np.argwhere(t1n_smooth > 0.05)
     for array in (t1n, t1n_smooth, mask8):
         array.setflags(write=False)
     return AtlasArrays(
         t1n=t1n, t1n_smooth=t1n_smooth, mask=mask8, affine=affine,
         mask_lo=inside.min(axis=0) - 1.0, mask_hi=inside.max(axis=0) + 1.0, inverse=np.linalg.inv(affine),
-        head_lo=head.min(axis=0) - 1.0, head_hi=head.max(axis=0) + 1.0,
+        head_lo=head_voxels.min(axis=0) - 1.0, head_hi=head_voxels.max(axis=0) + 1.0,
         csf=csf, gm=gm, wm=1.0,
         brain_centre=(affine @ np.append(centre_vox, 1.0))[:3],
         ventricle_centre=(affine @ np.append(vent_vox, 1.0))[:3],
