@@ -112,9 +112,11 @@ export -f smoke_chain
 export WORK DEVICE PY NET
 step smoke_chain 150 bash -c smoke_chain
 
-# 3. benchmarks, most important first
+# 3. benchmarks, most important first (reconstruct: fp32, bf16, channels_last, bf16+channels_last side by side)
 step bench_reconstruct 150 "$PY" bench/reconstruct.py --device "$DEVICE" "${R[@]}"
 step bench_train 90 "$PY" bench/train_throughput.py --device "$DEVICE" "${T[@]}"
+# training options side by side: fp32 / bf16 autocast / gradient checkpointing (speed and loss after N steps)
+step bench_train_options 90 "$PY" bench/train_throughput.py --device "$DEVICE" --compare-options --loss-steps 40 "${T[@]}"
 step bench_evaluate_1151 100 "$PY" bench/evaluate.py --devices "$DEVICE" --skip-baseline "${BIG[@]}"
 step bench_evaluate 60 "$PY" bench/evaluate.py --devices "cpu,$DEVICE" "${BASELINE[@]}" "${E[@]}"
 step bench_memory 40 "$PY" bench/memory.py --device "$DEVICE" "${M[@]}"

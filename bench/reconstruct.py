@@ -163,7 +163,9 @@ def main() -> None:
     slices = images.flatten(0, 1).to(device)
     brain = masks.flatten(0, 1).to(device)
     peak = matmul_peak(device, torch.bfloat16 if cuda else torch.float32, clock=args.clock)
-    print(f"# reconstruction, {device}: {machine(device)}")
+    from mriad.runtime.inference import cpu_has_native_bf16
+
+    print(f"# reconstruction, {device}: {machine(device)}; CPU with native bf16: {cpu_has_native_bf16()}")
     print(
         f"network '{config}', {per_call} volume(s) per mriad call, {repeats} interleaved repeats, {args.clock} clock; "
         f"matmul peak "

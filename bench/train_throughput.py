@@ -14,6 +14,12 @@ Both loops train the same model on the same synthetic 96x96x50 volumes (written 
                    (~2.3 ms on the dev machine); numba is not installed here, so the field comes from
                    mriad's CPU simplex for one field (well under 1 ms), which flatters the reference.
 
+--compare-options instead trains mriad's engine step under each training option side by side:
+fp32, bf16 (train_precision=bf16: autocast, also on a CPU), ckpt (gradient checkpointing) and
+bf16+ckpt; steps are interleaved for the speed table, then each option trains --loss-steps steps
+from the same initial weights and data stream, and the mean training loss of the last 10 steps is
+compared (the effect on learning).
+
 FLOPs per step are counted with torch.utils.flop_counter on one real training step (forward and
 backward); the peak is measured with a matmul benchmark on the same device and dtype (fp32 on CPU,
 bf16 on CUDA), so MFU = counted FLOPs / step time / measured matmul peak. Steps are interleaved
@@ -57,7 +63,7 @@ def step_flops(model: Any, batch: torch.Tensor, autocast: Any) -> int:
     return int(counter.get_total_flops())
 
 
-def engine_step(model: Any, manifest: Path, device: torch.device, batch_size: int) -> Any:
+def engine_step(model: Any, manifest: Path, device: torch.device, batch_size: int, autocast: Any = "device") -> Any:
     from mriad.contracts.data import load_volumes
     from mriad.contracts.manifest import read_manifest, select_split
     from mriad.train.sampler import DeviceSlices
@@ -66,15 +72,57 @@ def engine_step(model: Any, manifest: Path, device: torch.device, batch_size: in
     data = DeviceSlices.from_split(load_volumes(rows, device=device))
     optimizers = model.configure_optimizers()
     generator = torch.Generator(device=device).manual_seed(0)
-    autocast = (lambda: torch.autocast("cuda", dtype=torch.bfloat16)) if device.type == "cuda" else None
+    if autocast == "device":  # the engine's default: bf16 autocast on CUDA, fp32 on a CPU
+        autocast = (lambda: torch.autocast("cuda", dtype=torch.bfloat16)) if device.type == "cuda" else None
 
-    def step() -> None:
+    def step() -> dict[str, Any]:
         batch = data.sample_slices(batch_size, generator)
         if device.type == "cuda":
             batch = batch.contiguous(memory_format=torch.channels_last)
-        model.training_step(batch, optimizers, generator, autocast)
+        return model.training_step(batch, optimizers, generator, autocast)
 
     return step
+
+
+TRAIN_OPTIONS: dict[str, dict[str, Any]] = {
+    "fp32": {"train_precision": "fp32"},
+    "bf16": {"train_precision": "bf16"},
+    "ckpt": {"train_precision": "fp32", "checkpointing": True},
+    "bf16+ckpt": {"train_precision": "bf16", "checkpointing": True},
+}
+
+
+def option_step(
+    config: str, options: dict[str, Any], manifest: Path, device: torch.device, batch: int, lr: float
+) -> Any:
+    """The engine's step for ``options`` (same seed: same initial weights and data stream)."""
+    from mriad.models.registry import build_model
+    from mriad.runtime.inference import training_autocast
+
+    torch.manual_seed(0)
+    model = build_model("pddpm", **CONFIGS[config], **options, lr=lr).to(device).train()
+    step = engine_step(model, manifest, device, batch, training_autocast(options["train_precision"], device))
+    return step
+
+
+def compare_options(args: argparse.Namespace, config: str, device: torch.device, batch_size: int) -> None:
+    with tempfile.TemporaryDirectory() as tmp:
+        manifest = write_volumes(Path(tmp), args.volumes)
+        steps = {k: option_step(config, v, manifest, device, batch_size, args.lr) for k, v in TRAIN_OPTIONS.items()}
+        times = interleaved(steps, device, args.steps, warmup=args.warmup, clock=args.clock)
+        losses = {}
+        for label, options in TRAIN_OPTIONS.items():
+            step = option_step(config, options, manifest, device, batch_size, args.lr)
+            values = [float(step()["loss"]) for _ in range(args.loss_steps)]
+            losses[label] = float(np.mean(values[-10:]))
+    print(f"# training options, {device}: {machine(device)}")
+    print(f"config {config}, batch {batch_size}, lr {args.lr}; {args.steps} interleaved steps ({args.clock} clock); "
+          f"loss = mean of the last 10 of {args.loss_steps} steps from the same start")  # fmt: skip
+    print(f"{'option':10s} {'ms/step':>26s} {'speed-up vs fp32':>22s} {'loss':>8s} {'vs fp32':>8s}")
+    for label, values in times.items():
+        speed = ratios(times["fp32"], values)
+        print(f"{label:10s} {spread(values, 1e3, 1):>26s} {spread(speed) + 'x':>22s} {losses[label]:8.4f} "
+              f"{losses[label] - losses['fp32']:+8.4f}")  # fmt: skip
 
 
 def main() -> None:
@@ -88,6 +136,10 @@ def main() -> None:
     parser.add_argument("--workers", type=int, default=None, help="DataLoader workers (default: 0 on CPU, 4 on CUDA)")
     parser.add_argument("--threads", type=int, default=None)
     parser.add_argument("--smoke", action="store_true", help="tiny network, few steps: checks the script runs")
+    parser.add_argument("--compare-options", action="store_true", help="fp32 / bf16 / checkpointing side by side")
+    parser.add_argument("--loss-steps", type=int, default=60, help="--compare-options: steps for the loss column")
+    parser.add_argument("--lr", type=float, default=1e-3, help="--compare-options: learning rate (learns in few steps)")
+    parser.add_argument("--clock", choices=("wall", "cpu"), default="wall", help="cpu: thread CPU time (1 thread)")
     args = parser.parse_args()
     if args.smoke:
         args.config, args.volumes, args.warmup, args.steps = "tiny", 12, 1, 2
@@ -106,6 +158,11 @@ def main() -> None:
         torch.set_num_threads(args.threads)
     torch.backends.cuda.matmul.allow_tf32 = True
     torch.backends.cudnn.benchmark = True
+    if args.compare_options:
+        if args.smoke:
+            args.loss_steps = 12
+        compare_options(args, config, device, batch_size)
+        return
 
     with tempfile.TemporaryDirectory() as tmp:
         manifest = write_volumes(Path(tmp), args.volumes)
