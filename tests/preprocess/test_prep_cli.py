@@ -130,7 +130,9 @@ def test_unknown_choices_are_refused(cli, tmp_path: Path, option: tuple[str, str
     (tmp_path / "raw").mkdir()
     args = ["preprocess", tmp_path / "raw", tmp_path / "out", "--dataset", "ixi", *option]
     result = cli(*args)
-    assert result.exit_code == 1 and option[1] in result.output
+    # A usage error: exit code 2, as click and typer give every invalid option value.
+    assert result.exit_code == 2 and option[1] in result.output
+    assert len(result.output.strip().splitlines()) == 1
 
 
 def test_python_api_for_one_subject(brats_case: Path, tmp_path: Path) -> None:

@@ -164,10 +164,11 @@ def test_inference_settings_reach_the_model(tmp_path: Path) -> None:
 def test_cli_refuses_unknown_inference_settings(tmp_path: Path, cli) -> None:
     run = _write_run(tmp_path, _tiny_dataset(tmp_path / "data"))
     result = cli("--device", "cpu", "reconstruct", "--run", str(run), "--split", "ixi-test", "--precision", "fp16")
-    assert result.exit_code == 1
-    assert "precision must be one of auto, fp32, bf16" in result.output
+    # Usage errors (exit code 2), refused before any work.
+    assert result.exit_code == 2
+    assert "'fp16' is not one of auto, fp32, bf16" in result.output
     result = cli("--device", "cpu", "reconstruct", "--run", str(run), "--split", "ixi-test", "--compile", "fast")
-    assert result.exit_code == 1 and "compile must be one of" in result.output
+    assert result.exit_code == 2 and "'fast' is not one of" in result.output
     assert not list((run / "recon" / "ixi-test").glob("*.nii.gz"))
 
 
