@@ -30,9 +30,10 @@ def test_estimate_grows_with_batch_and_checkpointing_saves_activations() -> None
     large = cls.estimate_training_memory(config, 8, 32, 32)
     assert small.states == large.states > 0
     assert large.activations == pytest.approx(4 * small.activations, rel=1e-6)
-    assert 0 < large.checkpointed_activations < 0.7 * large.activations
+    assert 0 < large.checkpointed_activations < large.activations
     paper = cls.estimate_training_memory(cls.resolve_config({}), 32, 96, 96)  # meta device: nothing allocated
     assert 8 * GIB < paper.total(False) < 40 * GIB  # issue 19: 16.4 GB resident were seen on a CPU
+    assert paper.total(True) < 0.6 * paper.total(False)  # three blocks per level: checkpointing pays
 
 
 def test_refusal_is_one_line_saying_what_to_change() -> None:
