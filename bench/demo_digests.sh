@@ -12,7 +12,7 @@ for p in sorted(root.rglob("*")):
     rel = p.relative_to(root)
     if p.suffix == ".pt":
         ck = torch.load(p, weights_only=True, map_location="cpu")
-        sd = ck.get("model") or ck.get("state_dict") or ck
+        sd = ck["state_dict"] if isinstance(ck, dict) and "state_dict" in ck else ck
         h = hashlib.sha256()
         def walk(o, pre=""):
             if isinstance(o, torch.Tensor): h.update(pre.encode()); h.update(o.detach().contiguous().numpy().tobytes())
