@@ -156,9 +156,13 @@ def canonical(array: np.ndarray, affine: np.ndarray) -> tuple[np.ndarray, np.nda
 
 
 def focus(lesion: np.ndarray, anomaly: np.ndarray) -> tuple[int, int, int]:
-    """The voxel to show: the centre of the lesion mask, else the highest score."""
+    """The voxel to show: the centre of the largest lesion component, else the highest score."""
     if lesion.any():
-        centre = np.argwhere(lesion).mean(axis=0)
+        from scipy import ndimage
+
+        labelled, count = ndimage.label(lesion)
+        largest = int(np.argmax(np.bincount(labelled.ravel(), minlength=count + 1)[1:])) + 1
+        centre = np.argwhere(labelled == largest).mean(axis=0)
         return tuple(int(round(v)) for v in centre)  # type: ignore[return-value]
     return tuple(int(v) for v in np.unravel_index(int(np.argmax(anomaly)), anomaly.shape))  # type: ignore[return-value]
 
