@@ -24,7 +24,9 @@ from reliability_helpers import ROOT, snapshot
 PEAK_LIMIT_MB = 1024
 _ADDRESS_SPACE = 3 << 30
 
-# The child reads one file and reports its own peak RSS (ru_maxrss is in KiB on Linux).
+# The child reads one file and reports its own peak RSS: VmHWM of /proc/self/status, in KiB. Not
+# getrusage's ru_maxrss: Linux carries that across fork + exec, so the child would report the parent's
+# (a long pytest session's) peak instead of its own.
 _CHILD = """
 import json, resource, sys
 resource.setrlimit(resource.RLIMIT_AS, ({cap}, {cap}))
@@ -35,7 +37,8 @@ try:
     outcome = "accepted"
 except InputError as exc:
     outcome = str(exc)
-print(json.dumps({{"outcome": outcome, "peak_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}}))
+hwm = next(line for line in open("/proc/self/status") if line.startswith("VmHWM:"))
+print(json.dumps({{"outcome": outcome, "peak_mb": int(hwm.split()[1]) / 1024}}))
 """
 
 
