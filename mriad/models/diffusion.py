@@ -145,8 +145,9 @@ def to_model_space(x: torch.Tensor) -> torch.Tensor:
 
 
 def from_model_space(y: torch.Tensor) -> torch.Tensor:
-    """Network output -> [0, 1] intensities (clamped: the prediction may overshoot)."""
-    return ((y + 1) / 2).clamp(0, 1)
+    """Network output -> intensities, NOT clamped to [0, 1]: the reference code scores the residual of
+    the unclamped prediction, and clipping is the evaluation protocol's choice (``evaluate --clamp``)."""
+    return (y + 1) / 2
 
 
 Denoiser = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
