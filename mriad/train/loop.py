@@ -267,7 +267,9 @@ class TrainingLoop:
         summed = distributed.all_reduce_sum(self.loss_sum, self.env)
         train_loss = float((summed / count).item()) if count.item() > 0 else None
         val_loss = self._validate()
-        if val_loss is not None and not math.isfinite(val_loss):
+        # NaN only: +inf is a model's "not yet comparable" (f-AnoGAN before its encoder phase), and a
+        # diverging model is caught by the training-loss and weight checks above.
+        if val_loss is not None and math.isnan(val_loss):
             raise MriadError(
                 f"{self.t.run_folder.root}: validation loss is {val_loss} at epoch {self.epoch}, step {self.step}; "
                 f"stopped, {self.t.run_folder.last} keeps the last finite weights; lower --lr or check the inputs"
