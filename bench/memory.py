@@ -91,7 +91,7 @@ def training_table(configs: list[str], batches: list[int]) -> None:
             peaks = measure_training(config, batches, checkpointing)
             slope = (peaks[batches[-1]] - peaks[batches[0]]) / (batches[-1] - batches[0])
             estimate = cls.estimate_training_memory(options, 1, 96, 96)
-            counted = (estimate.checkpointed_activations if checkpointing else estimate.activations)
+            counted = estimate.checkpointed_activations if checkpointing else estimate.activations
             counted /= CHECKPOINTED_CALIBRATION if checkpointing else TRAINING_CALIBRATION
             print(f"{config:8s} {str(checkpointing):>5s} {peaks[batches[-1]] / 2**20:8.0f} MB {slope / 2**20:17.1f} MB "
                   f"{counted / 2**20:7.1f} MB {slope / counted:9.2f}x")  # fmt: skip

@@ -74,12 +74,38 @@ def small_manifest(tmp_path: Path) -> Path:
     rows = []
     for i in range(10):
         paths = write_small_subject(tmp_path / "ixi", f"IXI{i:03d}", seed=i)
-        rows.append(dict(subject_id=f"IXI{i:03d}", dataset="ixi", split="", fold="", label=0,
-                         image=paths["image"], mask=paths["mask"], seg="", age=20 + 6 * i, sex="F", source="test"))
+        rows.append(
+            dict(
+                subject_id=f"IXI{i:03d}",
+                dataset="ixi",
+                split="",
+                fold="",
+                label=0,
+                image=paths["image"],
+                mask=paths["mask"],
+                seg="",
+                age=20 + 6 * i,
+                sex="F",
+                source="test",
+            )
+        )
     for i in range(4):
         paths = write_small_subject(tmp_path / "brats", f"B{i:03d}", lesion=True, seed=100 + i)
-        rows.append(dict(subject_id=f"B{i:03d}", dataset="brats", split="", fold="", label=1,
-                         image=paths["image"], mask=paths["mask"], seg=paths["seg"], age="", sex="", source="test"))
+        rows.append(
+            dict(
+                subject_id=f"B{i:03d}",
+                dataset="brats",
+                split="",
+                fold="",
+                label=1,
+                image=paths["image"],
+                mask=paths["mask"],
+                seg=paths["seg"],
+                age="",
+                sex="",
+                source="test",
+            )
+        )
     path = tmp_path / "manifest.csv"
     write_manifest(pd.DataFrame(rows), path)
     return path

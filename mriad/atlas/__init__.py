@@ -168,8 +168,13 @@ def check_atlas() -> list[tuple[str, bool, str]]:
         head = load_template("t1_head")
         same = np.allclose(brain.affine, mask.affine) and np.allclose(brain.affine, head.affine)
         inside = float((head.data[mask.data > 0] > 0).mean())
-        results.append(("world alignment", same and inside > 0.95, f"canonical grids equal: {same}; "
-                        f"head template non-zero in {inside:.1%} of the brain mask"))
+        results.append(
+            (
+                "world alignment",
+                same and inside > 0.95,
+                f"canonical grids equal: {same}; head template non-zero in {inside:.1%} of the brain mask",
+            )
+        )
     for name in OPTIONAL_FILES.values():
         path = root / name
         if path.is_file():

@@ -240,10 +240,12 @@ def install_sri24(name: str = "sri24", archive: Path | None = None) -> dict[str,
             installed[kind] = root / "full" / f"{kind}.nii.gz"
         note = (
             "The volumes have the shipped template's 240x240x155 voxel grid and were given its (BraTS-space) affine."
-            if all(adopted) else "The volumes keep their own voxel-to-world affines."
+            if all(adopted)
+            else "The volumes keep their own voxel-to-world affines."
         )
-        atomic_write_text(staging / "LICENSE.txt", LICENSE_TEXT.format(source=source, digest=sha256(archive),
-                                                                        grid_note=note))
+        atomic_write_text(
+            staging / "LICENSE.txt", LICENSE_TEXT.format(source=source, digest=sha256(archive), grid_note=note)
+        )
         target = root / "full"
         old = scratch / "previous"
         if target.exists():

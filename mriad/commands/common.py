@@ -93,4 +93,3 @@ def emit(summary: dict[str, Any]) -> None:
     if settings.json:
         sys.stdout.write(json.dumps(summary, indent=2, default=str) + "\n")
         sys.stdout.flush()
-

@@ -20,16 +20,20 @@ def preprocess_command(
     raw: Path = typer.Argument(..., help="Raw data folder (or, for --dataset generic, a CSV listing image[,seg])."),
     out: Path = typer.Argument(..., help="Output folder: `OUT/<dataset>/<subject>/`, `OUT/manifest.csv`."),
     dataset: str = typer.Option(
-        ..., "--dataset", "-d",
+        ...,
+        "--dataset",
+        "-d",
         help="ixi, brats21 (also BraTS 2018 naming), mslub, atlas2 (T1), wmh (flair/t1), bids or generic.",
     ),
     modality: str = typer.Option("t2", "--modality", "-m", help="t2, t1 or flair (IXI: t1, t2, pd)."),
     skull_strip: str = typer.Option(
-        None, "--skull-strip",
+        None,
+        "--skull-strip",
         help="hd-bet, deepbet (extra: mriad[deepbet]), atlas or none. Default: hd-bet; none for BraTS.",
     ),
     registration: str = typer.Option(
-        None, "--registration",
+        None,
+        "--registration",
         help="affine-fast, affine, rigid, syn or none (to SRI24). Default: affine-fast; none for BraTS.",
     ),
     jobs: int = typer.Option(1, "--jobs", "-j", min=1, help="Subjects in parallel (cores are shared between them)."),
@@ -39,16 +43,21 @@ def preprocess_command(
         None, "--demographics", help="IXI spreadsheet (IXI.xls or a CSV export): age and sex. BIDS: participants.tsv."
     ),
     n4: bool = typer.Option(
-        True, "--n4/--no-n4",
+        True,
+        "--n4/--no-n4",
         help="N4 bias field correction inside the brain mask (three fitting levels: finer ones absorb large lesions).",
     ),
     qc: bool = typer.Option(True, "--qc/--no-qc", help="Write a qc.png per subject (mid-slices, mask outline)."),
     shard: str = typer.Option(
-        None, "--shard", help="i/n: only every n-th subject starting at i; shards run side by side into one OUT "
+        None,
+        "--shard",
+        help="i/n: only every n-th subject starting at i; shards run side by side into one OUT "
         "(a Slurm array) and write OUT/shards/<dataset>/i-of-n/; then run --merge.",
     ),
     merge: bool = typer.Option(
-        False, "--merge", help="After the shards (same RAW, OUT and options): write OUT/manifest.csv and "
+        False,
+        "--merge",
+        help="After the shards (same RAW, OUT and options): write OUT/manifest.csv and "
         "failures.csv from the finished subjects, as one unsharded run would.",
     ),
 ) -> None:
@@ -86,23 +95,40 @@ def preprocess_command(
     what = "merge" if merge else f"shard {shard}" if shard else f"jobs {jobs}"
     info(f"preprocess {raw} -> {out} (dataset {dataset}, modality {modality}, device {device}, {what})")
     common: dict[str, Any] = {
-        "dataset": dataset, "modality": modality, "skull_strip": skull_strip, "registration": registration,
-        "demographics": demographics, "device": device, "n4": n4, "qc": qc,
+        "dataset": dataset,
+        "modality": modality,
+        "skull_strip": skull_strip,
+        "registration": registration,
+        "demographics": demographics,
+        "device": device,
+        "n4": n4,
+        "qc": qc,
     }
     if merge:
         result = merge_shards(raw, out, **common)
     else:
-        result = preprocess(raw, out, jobs=jobs, force=force, fail_fast=fail_fast, progress=_progress, shard=spec,
-                            **common)
+        result = preprocess(
+            raw, out, jobs=jobs, force=force, fail_fast=fail_fast, progress=_progress, shard=spec, **common
+        )
     if spec is None:  # a shard's manifest is partial: the merge's is the one to remember
         remember_manifest(result.manifest)
     _summary(result, sharded=spec is not None)
-    emit({
-        "manifest": str(result.manifest), "failures_csv": str(result.failures_csv), "done": result.done,
-        "skipped": result.skipped, "failed": [p.subject for p in result.failures], "seconds": result.seconds,
-        "options": {"skull_strip": result.options.skull_strip, "registration": result.options.registration,
-                    "modality": result.options.modality, "n4": result.options.n4},
-    })
+    emit(
+        {
+            "manifest": str(result.manifest),
+            "failures_csv": str(result.failures_csv),
+            "done": result.done,
+            "skipped": result.skipped,
+            "failed": [p.subject for p in result.failures],
+            "seconds": result.seconds,
+            "options": {
+                "skull_strip": result.options.skull_strip,
+                "registration": result.options.registration,
+                "modality": result.options.modality,
+                "n4": result.options.n4,
+            },
+        }
+    )
     if result.failures:
         raise typer.Exit(1)
 
@@ -122,8 +148,10 @@ def _summary(result: PreprocessResult, sharded: bool = False) -> None:
     opts = result.options
     info(f"steps: skull strip {opts.skull_strip}, registration {opts.registration}, N4 {'on' if opts.n4 else 'off'}")
     if not settings.quiet and not settings.json:
-        table = Table(title=f"preprocess: {len(result.done)} done, {len(result.skipped)} skipped "
-                            f"(already complete), {len(result.failures)} failed in {result.seconds:.0f} s")
+        table = Table(
+            title=f"preprocess: {len(result.done)} done, {len(result.skipped)} skipped "
+            f"(already complete), {len(result.failures)} failed in {result.seconds:.0f} s"
+        )
         steps: dict[str, list[float]] = {}
         for timings in result.timings.values():
             for step, seconds in timings.items():

@@ -17,7 +17,9 @@ def reconstruct_command(
     data: Path = typer.Option(None, "--data", help="Manifest (default: the one the run was trained with)."),
     fold: int = typer.Option(None, "--fold", help="Fold for ixi-train/ixi-val (default: the run's fold)."),
     shard: str = typer.Option(
-        None, "--shard", help="i/n: only groups i, i+n, ... of --volumes-per-batch subjects. Shards of a split run "
+        None,
+        "--shard",
+        help="i/n: only groups i, i+n, ... of --volumes-per-batch subjects. Shards of a split run "
         "side by side (a Slurm array) and write the maps one run would (same --volumes-per-batch).",
     ),
     force: bool = typer.Option(False, "--force", help="Redo subjects that are already reconstructed."),
@@ -27,12 +29,16 @@ def reconstruct_command(
         None, "--precision", help="Diffusion models: auto (bf16 autocast on CUDA, fp32 elsewhere), fp32 or bf16."
     ),
     compile_mode: str = typer.Option(
-        None, "--compile",
+        None,
+        "--compile",
         help="Diffusion models: torch.compile mode (none, default, reduce-overhead = CUDA graphs, max-autotune). "
         "The first calls are slow while it compiles; `bench/reconstruct.py --compile` measures whether it pays.",
     ),
     max_chunk: int = typer.Option(
-        None, "--max-chunk", min=1, help="Diffusion models: at most this many boxes per network call "
+        None,
+        "--max-chunk",
+        min=1,
+        help="Diffusion models: at most this many boxes per network call "
         "(default: from free memory; 8 on a CPU, 64 on CUDA).",
     ),
 ) -> None:
@@ -59,8 +65,16 @@ def reconstruct_command(
         run = latest_run()
         using_default("--run", run)
     result = reconstruct(
-        run, split, data=data, fold=fold, device=resolve_device(settings.device), shard=shard, force=force,
-        volumes_per_batch=volumes_per_batch, which=checkpoint, seed=settings.seed,
+        run,
+        split,
+        data=data,
+        fold=fold,
+        device=resolve_device(settings.device),
+        shard=shard,
+        force=force,
+        volumes_per_batch=volumes_per_batch,
+        which=checkpoint,
+        seed=settings.seed,
         inference={"precision": precision, "compile": compile_mode, "max_chunk": max_chunk},
     )
     info(

@@ -37,7 +37,9 @@ def split_command(
     from mriad.split import SplitSettings, describe, split_manifest
 
     split_settings = SplitSettings(
-        healthy_test_fraction=test_fraction, folds=folds, lesion_val_fraction={"brats": brats_val, "mslub": mslub_val},
+        healthy_test_fraction=test_fraction,
+        folds=folds,
+        lesion_val_fraction={"brats": brats_val, "mslub": mslub_val},
         lesion_train_fraction={"brats": brats_train},
     )
     target, frame = split_manifest(manifest, seed=settings.seed, settings=split_settings, out=out)

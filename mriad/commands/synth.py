@@ -17,21 +17,26 @@ def synth_command(
     out: Path = typer.Argument(..., help="Output folder (created; existing files of the same names are replaced)."),
     healthy: int = typer.Option(8, "--healthy", min=0, help="Healthy IXI-like subjects (data set `ixi`)."),
     lesions: int | None = typer.Option(
-        None, "--lesions", min=0,
+        None,
+        "--lesions",
+        min=0,
         help=f"Lesion subjects of the layout's data set [default: {DEFAULT_LESIONS}; 0 for --layout ixi].",
     ),
     layout: str = typer.Option(
-        "brats", "--layout",
+        "brats",
+        "--layout",
         help="Lesion data set and raw file layout: `brats` (gliomas with oedema), `mslub` (MS lesions) "
         "or `ixi` (healthy only).",
     ),
     preprocessed: bool = typer.Option(
-        False, "--preprocessed/--raw",
+        False,
+        "--preprocessed/--raw",
         help="Write the ready 96x96x50 volumes and a split manifest (input of `mriad train`) instead of "
         "raw scans in the data sets' own layouts (input of `mriad preprocess`).",
     ),
     modality: str = typer.Option(
-        "t2", "--modality",
+        "t2",
+        "--modality",
         help="Contrast: `t2` (paper), `flair` or `t1` (the atlas's own). IXI has no FLAIR: raw FLAIR needs "
         "--healthy 0.",
     ),
@@ -64,8 +69,13 @@ def synth_command(
     if lesions is None:
         lesions = 0 if layout == "ixi" else DEFAULT_LESIONS
     result = synthesize(
-        out, healthy=healthy, lesions=lesions, layout=layout, preprocessed=preprocessed,
-        seed=settings.seed, modality=modality,
+        out,
+        healthy=healthy,
+        lesions=lesions,
+        layout=layout,
+        preprocessed=preprocessed,
+        seed=settings.seed,
+        modality=modality,
     )
     if result.manifest is not None:
         from mriad.infra.workspace import remember_manifest
@@ -86,10 +96,18 @@ def synth_command(
     if result.truth is not None:
         info(f"ground truth: {result.truth.parent} (next: `mriad preprocess {out} OUT`)")
     info(f"{result.seconds:.1f} s, seed {settings.seed}", style="dim")
-    emit({
-        "out": str(out), "subjects": result.subjects, "datasets": result.datasets, "layout": layout,
-        "preprocessed": preprocessed, "modality": modality, "seed": settings.seed,
-        "manifest": str(result.manifest) if result.manifest else None,
-        "demographics": str(result.demographics) if result.demographics else None,
-        "truth": str(result.truth) if result.truth else None, "seconds": round(result.seconds, 2),
-    })
+    emit(
+        {
+            "out": str(out),
+            "subjects": result.subjects,
+            "datasets": result.datasets,
+            "layout": layout,
+            "preprocessed": preprocessed,
+            "modality": modality,
+            "seed": settings.seed,
+            "manifest": str(result.manifest) if result.manifest else None,
+            "demographics": str(result.demographics) if result.demographics else None,
+            "truth": str(result.truth) if result.truth else None,
+            "seconds": round(result.seconds, 2),
+        }
+    )

@@ -70,8 +70,9 @@ def check_intensity_range(volume: Volume) -> None:
     low, high = float(volume.data.min()), float(volume.data.max())
     if low < -_RANGE_SLACK or high > 1 + _RANGE_SLACK:
         raise InputError(
-            volume.path, f"intensities span [{low:.4g}, {high:.4g}], outside the preprocessed range [0, 1]: "
-            "give scans written by `mriad preprocess` (or normalised to [0, 1])"
+            volume.path,
+            f"intensities span [{low:.4g}, {high:.4g}], outside the preprocessed range [0, 1]: "
+            "give scans written by `mriad preprocess` (or normalised to [0, 1])",
         )
 
 

@@ -50,8 +50,9 @@ def require_recon(run: Path, split: str, rows: pd.DataFrame) -> None:
     if missing and len(missing) == len(rows):
         rec, _ = recon_files(run, split, missing[0])
         raise InputError(
-            rec, f"missing ({len(missing)} subject(s) of {split} lack maps): run `mriad reconstruct --run {run} "
-            f"--split {split}` first"
+            rec,
+            f"missing ({len(missing)} subject(s) of {split} lack maps): run `mriad reconstruct --run {run} "
+            f"--split {split}` first",
         )
 
 
@@ -104,7 +105,10 @@ def _read_subject(run: Path, split: str, row: pd.Series) -> dict:
 
 
 def load_split(
-    run: Path, split: str, rows: pd.DataFrame, workers: int | None = None,
+    run: Path,
+    split: str,
+    rows: pd.DataFrame,
+    workers: int | None = None,
     failures: list[tuple[str, str]] | None = None,
 ) -> SplitVolumes:
     """Read every subject of ``rows`` (threaded) and stack them into CPU tensors.

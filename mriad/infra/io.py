@@ -278,8 +278,9 @@ def _bounded_image(img: Any, path: Path) -> Any:
     limit = max_voxels()
     if voxels > limit:
         raise InputError(
-            path, f"the header declares {'x'.join(str(n) for n in img.shape)} = {voxels} voxels, over the limit "
-            f"of {limit} (set {MAX_VOXELS_ENV} to read larger images)"
+            path,
+            f"the header declares {'x'.join(str(n) for n in img.shape)} = {voxels} voxels, over the limit "
+            f"of {limit} (set {MAX_VOXELS_ENV} to read larger images)",
         )
     # The array proxy knows where the voxels start (a loaded header reports offset 0).
     offset = int(getattr(img.dataobj, "offset", img.header.get_data_offset()))
@@ -299,8 +300,9 @@ def _bounded_image(img: Any, path: Path) -> Any:
 def _check_length(path: Path, size: int, needed: int, offset: int) -> None:
     if size < needed:
         raise InputError(
-            path, f"truncated or corrupt image data (the header declares {needed - offset} bytes of voxels, "
-            f"the file holds {max(size - offset, 0)})"
+            path,
+            f"truncated or corrupt image data (the header declares {needed - offset} bytes of voxels, "
+            f"the file holds {max(size - offset, 0)})",
         )
     if size > needed:
         raise InputError(path, f"{size - needed} bytes of trailing data after the image its header declares")
@@ -326,8 +328,9 @@ def _inflate(path: Path, limit: int) -> bytes:
                 if total > limit:
                     # Either data after the image or a corrupt stream: inflating further costs the memory it bounds.
                     raise InputError(
-                        path, f"corrupt image data or trailing data after the image: the gzip stream holds more "
-                        f"than the {limit} bytes its header declares (inflating stopped there)"
+                        path,
+                        f"corrupt image data or trailing data after the image: the gzip stream holds more "
+                        f"than the {limit} bytes its header declares (inflating stopped there)",
                     )
                 pending = decompressor.unconsumed_tail
         if decompressor.unused_data.strip(b"\0") or handle.read(_READ_CHUNK).strip(b"\0"):
@@ -435,8 +438,11 @@ def check_labels(volume: Volume, allowed: Any = None, what: str = "segmentation"
     values = np.unique(volume.data)
     fractional = values[values != np.round(values)]
     if fractional.size:
-        raise InputError(volume.path, f"{what} holds unexpected label values (e.g. {float(fractional[0]):g}): "
-                                      "it must hold integer labels, not probabilities")
+        raise InputError(
+            volume.path,
+            f"{what} holds unexpected label values (e.g. {float(fractional[0]):g}): "
+            "it must hold integer labels, not probabilities",
+        )
     bad = values[values < 0]
     if allowed is not None:
         bad = np.union1d(bad, values[~np.isin(values, sorted(allowed))])

@@ -138,7 +138,11 @@ class FAnoGAN(AnomalyModel):
         """``[opt_G, opt_D, opt_E]``, Adam with the WGAN-GP betas for all three."""
         c = self.config
         fused = any(p.is_cuda for p in self.parameters()) or None
-        kwargs: dict[str, Any] = {"lr": float(c["lr"]), "betas": (float(c["adam_beta1"]), float(c["adam_beta2"])), "fused": fused}
+        kwargs: dict[str, Any] = {
+            "lr": float(c["lr"]),
+            "betas": (float(c["adam_beta1"]), float(c["adam_beta2"])),
+            "fused": fused,
+        }
         return [
             torch.optim.Adam(self.generator_net.parameters(), **kwargs),
             torch.optim.Adam(self.critic.parameters(), **kwargs),

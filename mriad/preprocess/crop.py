@@ -44,7 +44,7 @@ def to_crop_grid(
     warped_seg = None
     if seg is not None:
         seg_affine = affine if seg_affine is None else seg_affine
-        warped_seg = apply_registration(
-            registration, seg.astype(np.uint8), seg_affine, grid.shape, grid.affine, label=True
-        ) > 0
+        warped_seg = (
+            apply_registration(registration, seg.astype(np.uint8), seg_affine, grid.shape, grid.affine, label=True) > 0
+        )
     return Cropped(image=warped, mask=warped_mask, seg=warped_seg, grid=grid)

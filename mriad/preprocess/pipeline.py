@@ -115,10 +115,15 @@ def _process(
     row = _row(subject, options, folder, result.seg is not None, result.warnings)
     relative = {k: (Path(v).name if k in ("image", "mask", "seg") and v else v) for k, v in row.items()}
     markers.write_done(
-        folder, written,
+        folder,
+        written,
         {
-            "subject_id": subject.subject_id, "options": options.signature(), "row": relative, "timings": timings,
-            "source": str(subject.image), "warnings": result.warnings,
+            "subject_id": subject.subject_id,
+            "options": options.signature(),
+            "row": relative,
+            "timings": timings,
+            "source": str(subject.image),
+            "warnings": result.warnings,
             "template_to_subject": np.round(result.matrix, 6).tolist(),
         },
     )
@@ -172,6 +177,7 @@ def run_batch(
     if not todo:
         return outcomes
     if jobs <= 1:
+
         def sequential() -> Iterator[Outcome]:
             for subject, folder in todo:
                 yield run_one(subject, folder, options)
@@ -201,8 +207,10 @@ def _run_pool(
     # Workers start with capped thread pools: the environment is read when their libraries load.
     with _environment(thread_env(threads)):
         executor = ProcessPoolExecutor(
-            max_workers=min(jobs, len(todo)), mp_context=multiprocessing.get_context("spawn"),
-            initializer=init_worker, initargs=(threads,),
+            max_workers=min(jobs, len(todo)),
+            mp_context=multiprocessing.get_context("spawn"),
+            initializer=init_worker,
+            initargs=(threads,),
         )
         futures: dict[Future[Outcome], Subject] = {
             executor.submit(run_one, subject, folder, options): subject for subject, folder in todo
@@ -214,8 +222,13 @@ def _run_pool(
             try:
                 yield future.result()
             except BrokenProcessPool:
-                yield Outcome(subject.subject_id, "failed", problem=Problem(
-                    subject.subject_id, str(subject.image), f"{subject.image}: worker process died (out of memory?)"))
+                yield Outcome(
+                    subject.subject_id,
+                    "failed",
+                    problem=Problem(
+                        subject.subject_id, str(subject.image), f"{subject.image}: worker process died (out of memory?)"
+                    ),
+                )
             except Exception as exc:  # e.g. an unpicklable result
                 yield Outcome(subject.subject_id, "failed", problem=_failure(subject, exc))
 
@@ -286,8 +299,13 @@ def resolve_options(
 
     module = adapter(dataset)
     return Options(
-        dataset=module.NAME, modality=modality.lower(), skull_strip=skull_strip or module.DEFAULTS.skull_strip,
-        registration=registration or module.DEFAULTS.registration, n4=n4, qc=qc, device=device,
+        dataset=module.NAME,
+        modality=modality.lower(),
+        skull_strip=skull_strip or module.DEFAULTS.skull_strip,
+        registration=registration or module.DEFAULTS.registration,
+        n4=n4,
+        qc=qc,
+        device=device,
     )
 
 
@@ -304,8 +322,13 @@ def discover_subjects(
     subjects, seen = [], set()
     for subject in found.subjects:
         if subject.subject_id in seen:
-            problems.append(Problem(subject.subject_id, str(subject.image),
-                                    f"{subject.image}: duplicate subject ID {subject.subject_id}"))
+            problems.append(
+                Problem(
+                    subject.subject_id,
+                    str(subject.image),
+                    f"{subject.image}: duplicate subject ID {subject.subject_id}",
+                )
+            )
             continue
         seen.add(subject.subject_id)
         subjects.append(subject)

@@ -52,8 +52,10 @@ def to_ants(data: np.ndarray, affine: np.ndarray) -> Any:
     spacing = np.sqrt((lps[:3, :3] ** 2).sum(axis=0))
     direction = lps[:3, :3] / spacing
     return ants.from_numpy(
-        np.ascontiguousarray(data, dtype=np.float32), origin=tuple(float(v) for v in lps[:3, 3]),
-        spacing=tuple(float(v) for v in spacing), direction=direction,
+        np.ascontiguousarray(data, dtype=np.float32),
+        origin=tuple(float(v) for v in lps[:3, 3]),
+        spacing=tuple(float(v) for v in spacing),
+        direction=direction,
     )
 
 
@@ -118,8 +120,12 @@ def register(
             kwargs["initial_transform"] = [write_ants_affine(initial, os.path.join(workdir, "init.mat"))]
         with _ants_seed(seed):
             result = ants.registration(
-                fixed=fixed_img, moving=moving_img, type_of_transform=_ANTS_TYPE[method],
-                outprefix=os.path.join(workdir, "reg_"), verbose=False, **kwargs,
+                fixed=fixed_img,
+                moving=moving_img,
+                type_of_transform=_ANTS_TYPE[method],
+                outprefix=os.path.join(workdir, "reg_"),
+                verbose=False,
+                **kwargs,
             )
         forward = list(result["fwdtransforms"])
         affines = [p for p in forward if p.endswith(".mat")]
@@ -176,7 +182,10 @@ def write_ants_affine(matrix_ras: np.ndarray, path: str) -> str:
 
     lps = _FLIP @ np.asarray(matrix_ras, dtype=float) @ _FLIP
     transform = ants.create_ants_transform(
-        transform_type="AffineTransform", dimension=3, matrix=lps[:3, :3], translation=lps[:3, 3],
+        transform_type="AffineTransform",
+        dimension=3,
+        matrix=lps[:3, :3],
+        translation=lps[:3, 3],
         center=(0.0, 0.0, 0.0),
     )
     ants.write_transform(transform, path)
@@ -202,7 +211,9 @@ def apply_registration(
     reference = to_ants(np.zeros(shape, dtype=np.float32), grid_affine)
     moving = to_ants(data, affine)
     warped = ants.apply_transforms(
-        fixed=reference, moving=moving, transformlist=registration.ants_transforms,
+        fixed=reference,
+        moving=moving,
+        transformlist=registration.ants_transforms,
         interpolator="nearestNeighbor" if label else "linear",
     )
     return warped.numpy()

@@ -62,8 +62,14 @@ def resample_to_grid(
         # return the voxels themselves, so copy them (exact, and ~10x faster).
         return _shifted_copy(source, tuple(int(v) for v in shift), tuple(shape), cval)
     return ndimage.affine_transform(
-        source, voxel_map[:3, :3], offset=voxel_map[:3, 3], output_shape=tuple(shape), order=order,
-        mode="constant", cval=cval, prefilter=False,
+        source,
+        voxel_map[:3, :3],
+        offset=voxel_map[:3, 3],
+        output_shape=tuple(shape),
+        order=order,
+        mode="constant",
+        cval=cval,
+        prefilter=False,
     )
 
 

@@ -60,8 +60,11 @@ def skull_strip(
     if method == "none":
         volume_ml = float(result.mask.sum()) * abs(np.linalg.det(affine[:3, :3])) / 1000.0
         if volume_ml > MAX_STRIPPED_ML:
-            raise InputError(path or "<image>", f"does not look skull-stripped ({volume_ml:.0f} ml of non-zero "
-                             "head); use --skull-strip hd-bet or atlas")
+            raise InputError(
+                path or "<image>",
+                f"does not look skull-stripped ({volume_ml:.0f} ml of non-zero "
+                "head); use --skull-strip hd-bet or atlas",
+            )
     return result
 
 
@@ -107,7 +110,11 @@ def hdbet_mask(data: np.ndarray, affine: np.ndarray, *, device: str = "cpu", mod
     # The package prints shapes and progress on stdout; keep the CLI output (and --json) clean.
     with contextlib.redirect_stdout(io.StringIO()):
         _, seg = run_hd_bet_function(
-            zyx, tuple(float(s) for s in spacing[::-1]), mode=mode, device=hd_device, postprocess=True,
+            zyx,
+            tuple(float(s) for s in spacing[::-1]),
+            mode=mode,
+            device=hd_device,
+            postprocess=True,
             do_tta=mode == "accurate",
         )
     return np.transpose(np.asarray(seg), (2, 1, 0)) > 0

@@ -88,9 +88,7 @@ class Timer:
             self.seconds[name] = round(self.seconds.get(name, 0.0) + time.perf_counter() - start, 3)
 
 
-def run_steps(
-    image: Volume, options: Options, seg: Volume | None = None, timer: Timer | None = None
-) -> Processed:
+def run_steps(image: Volume, options: Options, seg: Volume | None = None, timer: Timer | None = None) -> Processed:
     """Chain the steps on validated volumes (native grids); returns final-grid arrays.
 
     The segmentation is never resampled on its own before the crop step: it goes from its native grid
@@ -113,14 +111,22 @@ def run_steps(
     with timer.step("register"):
         template = load_template("t1_brain", modality=options.modality)
         registration = reg.register(
-            np.where(mask, image.data, 0.0), image.affine, template.data, template.affine,
-            method=options.registration, initial=stripped.head_matrix,
+            np.where(mask, image.data, 0.0),
+            image.affine,
+            template.data,
+            template.affine,
+            method=options.registration,
+            initial=stripped.head_matrix,
         )
     try:
         with timer.step("crop"):
             cropped = to_crop_grid(
-                registration, image.data, mask, image.affine,
-                seg=(seg.data > 0) if seg is not None else None, seg_affine=seg.affine if seg is not None else None,
+                registration,
+                image.data,
+                mask,
+                image.affine,
+                seg=(seg.data > 0) if seg is not None else None,
+                seg_affine=seg.affine if seg is not None else None,
             )
     finally:
         registration.cleanup()
@@ -129,8 +135,11 @@ def run_steps(
     brain_ml = float(mask.sum()) * _voxel_ml(image.affine) / scale
     kept = min(1.0, float(cropped.mask.sum()) * _voxel_ml(cropped.grid.affine) / max(brain_ml, 1e-6))
     if kept < MIN_BRAIN_IN_GRID:
-        raise InputError(path, f"only {kept:.0%} of the brain lands in the crop grid ({source_codes} input): "
-                               f"registration {options.registration} failed or the image is not a head")
+        raise InputError(
+            path,
+            f"only {kept:.0%} of the brain lands in the crop grid ({source_codes} input): "
+            f"registration {options.registration} failed or the image is not a head",
+        )
     if kept < 0.9:
         warnings.append(f"{kept:.0%} of the brain inside the crop grid")
     crop_image = cropped.image
@@ -144,7 +153,12 @@ def run_steps(
     if seg is not None and np.any(seg.data > 0) and (small_seg is None or not small_seg.any()):
         warnings.append("the lesion does not survive on the final grid (outside the kept slices or too small)")
     return Processed(
-        normalised, small_mask, small_seg, final_grid().affine.copy(), dict(timer.seconds), warnings,
+        normalised,
+        small_mask,
+        small_seg,
+        final_grid().affine.copy(),
+        dict(timer.seconds),
+        warnings,
         registration.matrix.copy(),
     )
 

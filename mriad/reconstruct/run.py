@@ -150,7 +150,17 @@ def reconstruct(
         lock = shard_lock(out, *shard_spec, f"reconstruct {split} shard {shard_spec[0]}/{shard_spec[1]}")
     with lock:
         return _reconstruct_rows(
-            run, rows, out, split, device, force, volumes_per_batch, which, seed, skip_empty_boxes, inference,
+            run,
+            rows,
+            out,
+            split,
+            device,
+            force,
+            volumes_per_batch,
+            which,
+            seed,
+            skip_empty_boxes,
+            inference,
             shard=shard_spec,
         )
 
@@ -163,16 +173,31 @@ def shard_positions(count: int, volumes_per_batch: int, shard: tuple[int, int]) 
 
 
 def _reconstruct_rows(
-    run: Path, rows: pd.DataFrame, out: Path, split: str, device: Any, force: bool, volumes_per_batch: int,
-    which: str, seed: int, use_mask: bool = True, inference: dict[str, Any] | None = None,
+    run: Path,
+    rows: pd.DataFrame,
+    out: Path,
+    split: str,
+    device: Any,
+    force: bool,
+    volumes_per_batch: int,
+    which: str,
+    seed: int,
+    use_mask: bool = True,
+    inference: dict[str, Any] | None = None,
     shard: tuple[int, int] | None = None,
 ) -> ReconstructResult:
     from mriad.models.registry import load_run_model
 
     result = ReconstructResult(out=out)
     requested = {key: value for key, value in (inference or {}).items() if value is not None}
-    settings = {"which": which, "seed": seed, "skip_empty_boxes": use_mask, "inference": requested,
-                "volumes_per_batch": volumes_per_batch, "device": str(device)}
+    settings = {
+        "which": which,
+        "seed": seed,
+        "skip_empty_boxes": use_mask,
+        "inference": requested,
+        "volumes_per_batch": volumes_per_batch,
+        "device": str(device),
+    }
     record = {"model": model_identity(run, which), "settings": settings}
     done, inputs = _reusable(run, split, rows, record, force)
     result.skipped = [str(s) for s in rows["subject_id"] if str(s) in done]
@@ -184,8 +209,11 @@ def _reconstruct_rows(
     everything = list(rows.itertuples(index=False))
     all_groups = [everything[i : i + volumes_per_batch] for i in range(0, len(everything), volumes_per_batch)]
     first, step = shard or (0, 1)  # a shard's k-th group is group first + k * step of the whole split
-    groups = [(first + number * step, group) for number, group in enumerate(all_groups)
-              if any(str(row.subject_id) not in done for row in group)]
+    groups = [
+        (first + number * step, group)
+        for number, group in enumerate(all_groups)
+        if any(str(row.subject_id) not in done for row in group)
+    ]
     start = time.perf_counter()
     if groups:
         device = torch.device(device)
@@ -293,8 +321,15 @@ def _reusable(
 
 
 def _write_recorded(
-    run: Path, split: str, subject: str, rec: np.ndarray, score: np.ndarray, affine: np.ndarray,
-    inputs: dict[str, str | None] | None, row: Any, record: dict[str, Any],
+    run: Path,
+    split: str,
+    subject: str,
+    rec: np.ndarray,
+    score: np.ndarray,
+    affine: np.ndarray,
+    inputs: dict[str, str | None] | None,
+    row: Any,
+    record: dict[str, Any],
 ) -> None:
     """Both maps, then the record of what made them (digests taken before the scan was read)."""
     rec_path, score_path = RunFolder(run).recon_files(split, subject)

@@ -45,9 +45,7 @@ def split_healthy(frame: pd.DataFrame, settings: SplitSettings, rng: np.random.G
     n = len(frame)
     n_test = int(round(settings.healthy_test_fraction * n))
     if n - n_test < settings.folds:
-        raise ManifestError(
-            f"{n} healthy subjects are too few for a test set of {n_test} and {settings.folds} folds"
-        )
+        raise ManifestError(f"{n} healthy subjects are too few for a test set of {n_test} and {settings.folds} folds")
     order = _age_order(frame, rng)
     # Systematic sampling over the age-sorted list keeps every part's age distribution alike.
     test_positions = set(np.round(np.linspace(0, n - 1, n_test)).astype(int).tolist()) if n_test else set()

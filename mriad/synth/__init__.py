@@ -151,8 +151,12 @@ def _synthesize(
             rows.append(_write_raw(out, plan, rendered, rng, modality))
     frame = pd.DataFrame(rows)
     result = SynthResult(
-        out=out, subjects=[str(s) for s in frame["subject_id"]], layout=layout, preprocessed=preprocessed,
-        modality=modality, datasets={str(k): int(v) for k, v in frame["dataset"].value_counts().sort_index().items()},
+        out=out,
+        subjects=[str(s) for s in frame["subject_id"]],
+        layout=layout,
+        preprocessed=preprocessed,
+        modality=modality,
+        datasets={str(k): int(v) for k, v in frame["dataset"].value_counts().sort_index().items()},
     )
     if preprocessed:
         from mriad.contracts.manifest import write_manifest
@@ -163,11 +167,13 @@ def _synthesize(
         result.truth = atomic_write_csv(out / TRUTH_FOLDER / "subjects.csv", frame)
         if healthy:
             ixi = frame[frame["dataset"] == "ixi"]
-            demographics = pd.DataFrame({
-                "IXI_ID": ixi["ixi_id"].astype(int),
-                "SEX_ID": [1 if s == "M" else 2 for s in ixi["sex"]],
-                "AGE": ixi["age"],
-            })
+            demographics = pd.DataFrame(
+                {
+                    "IXI_ID": ixi["ixi_id"].astype(int),
+                    "SEX_ID": [1 if s == "M" else 2 for s in ixi["sex"]],
+                    "AGE": ixi["age"],
+                }
+            )
             result.demographics = atomic_write_csv(out / DEMOGRAPHICS, demographics)
     result.seconds = time.perf_counter() - start
     return result
@@ -188,9 +194,17 @@ def _write_preprocessed(out: Path, plan: SubjectPlan, rendered: Rendered, seed: 
         _write(paths["seg"], (rendered.labels > 0).astype(np.uint8), affine, dtype=np.uint8)
         seg = str(paths["seg"].resolve())
     return {
-        "subject_id": plan.naming.subject, "dataset": plan.naming.dataset, "split": "", "fold": "",
-        "label": plan.label, "image": str(paths["image"].resolve()), "mask": str(paths["mask"].resolve()),
-        "seg": seg, "age": plan.age, "sex": plan.sex, "source": f"synth:{modality}:seed{seed}",
+        "subject_id": plan.naming.subject,
+        "dataset": plan.naming.dataset,
+        "split": "",
+        "fold": "",
+        "label": plan.label,
+        "image": str(paths["image"].resolve()),
+        "mask": str(paths["mask"].resolve()),
+        "seg": seg,
+        "age": plan.age,
+        "sex": plan.sex,
+        "source": f"synth:{modality}:seed{seed}",
     }
 
 
@@ -201,12 +215,20 @@ def _write_raw(out: Path, plan: SubjectPlan, rendered: Rendered, rng: np.random.
     _write(paths["image"], to_scanner_units(rendered.image, rng), affine, dtype=np.int16)
     _write(truth["brainmask"], rendered.brain, affine, dtype=np.uint8)
     row: dict[str, object] = {
-        "subject_id": plan.naming.subject, "dataset": plan.naming.dataset, "label": plan.label,
-        "image": paths["image"].relative_to(out).as_posix(), "seg": "",
-        "brainmask_gt": truth["brainmask"].relative_to(out).as_posix(), "seg_gt": "",
-        "age": plan.age, "sex": plan.sex, "ixi_id": plan.naming.ixi_id if plan.naming.ixi_id is not None else "",
-        "orientation": rendered.grid.orientation, "spacing": "x".join(f"{s:g}" for s in rendered.grid.spacing),
-        "shape": "x".join(str(s) for s in rendered.grid.shape), "modality": modality,
+        "subject_id": plan.naming.subject,
+        "dataset": plan.naming.dataset,
+        "label": plan.label,
+        "image": paths["image"].relative_to(out).as_posix(),
+        "seg": "",
+        "brainmask_gt": truth["brainmask"].relative_to(out).as_posix(),
+        "seg_gt": "",
+        "age": plan.age,
+        "sex": plan.sex,
+        "ixi_id": plan.naming.ixi_id if plan.naming.ixi_id is not None else "",
+        "orientation": rendered.grid.orientation,
+        "spacing": "x".join(f"{s:g}" for s in rendered.grid.spacing),
+        "shape": "x".join(str(s) for s in rendered.grid.shape),
+        "modality": modality,
     }
     if rendered.labels is not None:
         labels = rendered.labels if plan.naming.dataset == "brats" else (rendered.labels > 0).astype(np.uint8)

@@ -77,10 +77,18 @@ def atlas_arrays() -> AtlasArrays:
     for array in (t1n, t1n_smooth, mask8):
         array.setflags(write=False)
     return AtlasArrays(
-        t1n=t1n, t1n_smooth=t1n_smooth, mask=mask8, affine=affine,
-        mask_lo=inside.min(axis=0) - 1.0, mask_hi=inside.max(axis=0) + 1.0, inverse=np.linalg.inv(affine),
-        head_lo=head_voxels.min(axis=0) - 1.0, head_hi=head_voxels.max(axis=0) + 1.0,
-        csf=csf, gm=gm, wm=1.0,
+        t1n=t1n,
+        t1n_smooth=t1n_smooth,
+        mask=mask8,
+        affine=affine,
+        mask_lo=inside.min(axis=0) - 1.0,
+        mask_hi=inside.max(axis=0) + 1.0,
+        inverse=np.linalg.inv(affine),
+        head_lo=head_voxels.min(axis=0) - 1.0,
+        head_hi=head_voxels.max(axis=0) + 1.0,
+        csf=csf,
+        gm=gm,
+        wm=1.0,
         brain_centre=(affine @ np.append(centre_vox, 1.0))[:3],
         ventricle_centre=(affine @ np.append(vent_vox, 1.0))[:3],
     )
@@ -122,8 +130,9 @@ def random_contrast(modality: str, rng: np.random.Generator, atlas: AtlasArrays,
     return Contrast(brain_x, brain_y, _HEAD_X.copy(), head_y, float(csf_v), float(wm_v), float(gm_v))
 
 
-def random_pose(rng: np.random.Generator, atlas: AtlasArrays, *, rotation_deg: float, scale: float,
-                shift_mm: float) -> np.ndarray:
+def random_pose(
+    rng: np.random.Generator, atlas: AtlasArrays, *, rotation_deg: float, scale: float, shift_mm: float
+) -> np.ndarray:
     """A 4x4 world transform atlas -> subject: rotation, anisotropic scaling and shift about the brain."""
     angles = np.deg2rad(rng.uniform(-rotation_deg, rotation_deg, size=3))
     cx, cy, cz = np.cos(angles)
@@ -226,9 +235,7 @@ def make_warp(
     n_ctrl = int(np.ceil((max(atlas.mask.shape) + 60) / CONTROL_MM)) + 1
     control = rng.normal(0.0, elastic_mm, size=(3, n_ctrl, n_ctrl, n_ctrl))
     ctrl_pos = (atlas_world - lo[:, None]) / CONTROL_MM
-    displacement = np.stack(
-        [ndimage.map_coordinates(control[c], ctrl_pos, order=3, mode="nearest") for c in range(3)]
-    )
+    displacement = np.stack([ndimage.map_coordinates(control[c], ctrl_pos, order=3, mode="nearest") for c in range(3)])
     # Ventricle widening: sample tissue nearer the ventricle centre -> the ventricles look larger.
     offset = atlas_world - atlas.ventricle_centre[:, None]
     weight = np.exp(-(offset**2).sum(axis=0) / (2 * 20.0**2))
@@ -250,7 +257,9 @@ def make_warp(
     full = np.einsum("jb,dibc->dijc", wy, full, optimize=True)
     full = np.einsum("kc,dijc->dijk", wz, full, optimize=True)
     return Warp(
-        coords=np.ascontiguousarray(full[:3]), log_bias=np.ascontiguousarray(full[3]), lattice=coarse[:3],
+        coords=np.ascontiguousarray(full[:3]),
+        log_bias=np.ascontiguousarray(full[3]),
+        lattice=coarse[:3],
         positions=tuple(p for p, _ in lattices),  # type: ignore[arg-type]
     )
 

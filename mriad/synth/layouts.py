@@ -80,9 +80,7 @@ def oriented_grid(
     return OutGrid(tuple(shape), affine, orientation, tuple(float(s) for s in spacing))  # type: ignore[arg-type]
 
 
-def scanner_grid(
-    rng: np.random.Generator, dataset: str, atlas: AtlasArrays, pose: np.ndarray
-) -> OutGrid:
+def scanner_grid(rng: np.random.Generator, dataset: str, atlas: AtlasArrays, pose: np.ndarray) -> OutGrid:
     """A scanner-space grid (IXI or MSLUB) around the posed head, with a random orientation/spacing."""
     choices = IXI_GRIDS if dataset == "ixi" else MSLUB_GRIDS
     orientation, spacing = choices[int(rng.integers(len(choices)))]

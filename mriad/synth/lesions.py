@@ -62,8 +62,10 @@ def candidates(atlas: AtlasArrays) -> Candidates:
     periventricular = white & axial & (to_ventricle >= 2) & (to_ventricle <= 9) & (depth > 8)
     deep_wm = white & axial & (depth > 10) & (to_ventricle > 9)
     return Candidates(
-        tumour=world[tumour], tumour_depth=depth[tumour],
-        periventricular=world[periventricular], deep_wm=world[deep_wm],
+        tumour=world[tumour],
+        tumour_depth=depth[tumour],
+        periventricular=world[periventricular],
+        deep_wm=world[deep_wm],
     )
 
 

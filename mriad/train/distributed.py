@@ -95,7 +95,9 @@ def setup(env: DistEnv, device: torch.device) -> torch.device:
         try:
             with _held_stderr():
                 dist.init_process_group(
-                    backend="nccl" if device.type == "cuda" else "gloo", rank=env.rank, world_size=env.world_size,
+                    backend="nccl" if device.type == "cuda" else "gloo",
+                    rank=env.rank,
+                    world_size=env.world_size,
                     timeout=timedelta(seconds=seconds),
                 )
         except (RuntimeError, ValueError) as exc:  # DistStoreError (a timeout), a missing MASTER_ADDR...

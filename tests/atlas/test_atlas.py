@@ -57,8 +57,12 @@ def _zip(path: Path, members: dict[str, bytes]) -> Path:
 
 
 SRI24_NAMES = {
-    "sri24/spgr.nii": 1.0, "sri24/spgr_brain.nii": 2.0, "sri24/late.nii": 3.0,
-    "sri24/late_brain.nii": 4.0, "sri24/erly.nii": 5.0, "sri24/erly_brain.nii": 6.0,
+    "sri24/spgr.nii": 1.0,
+    "sri24/spgr_brain.nii": 2.0,
+    "sri24/late.nii": 3.0,
+    "sri24/late_brain.nii": 4.0,
+    "sri24/erly.nii": 5.0,
+    "sri24/erly_brain.nii": 6.0,
 }
 
 
@@ -66,8 +70,10 @@ def test_install_from_a_zip_with_sri24_names(atlas_copy: Path) -> None:
     from mriad.atlas import available_templates, load_template
     from mriad.atlas.install import install_sri24
 
-    archive = _zip(atlas_copy.parent / "sri24_anatomy_nifti.zip",
-                   {name: _volume(value) for name, value in SRI24_NAMES.items()} | {"sri24/README.txt": b"x"})
+    archive = _zip(
+        atlas_copy.parent / "sri24_anatomy_nifti.zip",
+        {name: _volume(value) for name, value in SRI24_NAMES.items()} | {"sri24/README.txt": b"x"},
+    )
     installed = install_sri24(archive=archive)
     assert sorted(installed) == ["pd_brain", "pd_head", "t1_brain", "t1_head", "t2_brain", "t2_head"]
     for kind, path in installed.items():
@@ -88,8 +94,11 @@ def test_install_from_a_tarball_with_plain_names_and_derived_brains(atlas_copy: 
 
     mask = np.zeros((12, 14, 10), np.float32)
     mask[4:8, 4:8, 4:8] = 1
-    members = {"T1.nii.gz": _gz(_volume(1.0)), "T2.nii.gz": _gz(_volume(3.0)),
-               "brainmask.nii": nib.Nifti1Image(mask, np.eye(4)).to_bytes()}
+    members = {
+        "T1.nii.gz": _gz(_volume(1.0)),
+        "T2.nii.gz": _gz(_volume(3.0)),
+        "brainmask.nii": nib.Nifti1Image(mask, np.eye(4)).to_bytes(),
+    }
     archive = atlas_copy.parent / "sri24.tar.gz"
     with tarfile.open(archive, "w:gz") as tar:
         for name, payload in members.items():

@@ -13,10 +13,14 @@ from mriad.infra.locking import LOCK_NAME, folder_lock
 
 def test_second_live_writer_is_refused_and_stale_lock_taken_over(tmp_path: Path) -> None:
     holder = subprocess.Popen(
-        [sys.executable, "-c",
-         "import sys,time; from mriad.infra.locking import folder_lock\n"
-         f"with folder_lock({str(tmp_path)!r}, 'test'):\n    print('locked', flush=True); time.sleep(30)"],
-        stdout=subprocess.PIPE, text=True,
+        [
+            sys.executable,
+            "-c",
+            "import sys,time; from mriad.infra.locking import folder_lock\n"
+            f"with folder_lock({str(tmp_path)!r}, 'test'):\n    print('locked', flush=True); time.sleep(30)",
+        ],
+        stdout=subprocess.PIPE,
+        text=True,
     )
     try:
         assert holder.stdout.readline().strip() == "locked"

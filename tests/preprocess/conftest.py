@@ -10,6 +10,7 @@ import pytest
 
 def _synth(tmp_path_factory: pytest.TempPathFactory, layout: str, healthy: int, lesions: int, seed: int) -> Path:
     from mriad import synth
+
     root = tmp_path_factory.mktemp(f"synth_{layout}")
     synth.synthesize(root, healthy, lesions, layout=layout, seed=seed)
     return root
@@ -41,8 +42,9 @@ def synth_out(synth_raw: dict[str, Path], tmp_path_factory: pytest.TempPathFacto
 
     out = tmp_path_factory.mktemp("synth_out")
     results = {
-        "ixi": preprocess(synth_raw["ixi"] / "IXI", out, dataset="ixi", skull_strip="atlas",
-                          demographics=synth_raw["ixi"] / "IXI.csv"),
+        "ixi": preprocess(
+            synth_raw["ixi"] / "IXI", out, dataset="ixi", skull_strip="atlas", demographics=synth_raw["ixi"] / "IXI.csv"
+        ),
         "brats": preprocess(synth_raw["brats"] / "BraTS2021", out, dataset="brats21"),
         "mslub": preprocess(synth_raw["mslub"] / "MSLUB", out, dataset="mslub", skull_strip="atlas"),
     }

@@ -27,8 +27,10 @@ def carried_truth(truth_path: Path, matrix: np.ndarray) -> np.ndarray:
 
     truth = read_nifti(truth_path, allow_empty=True)
     grid = final_grid()
-    return resample_to_grid((truth.data > 0).astype(np.float32), truth.affine, grid.shape, grid.affine,
-                            world=matrix) >= 0.5
+    return (
+        resample_to_grid((truth.data > 0).astype(np.float32), truth.affine, grid.shape, grid.affine, world=matrix)
+        >= 0.5
+    )
 
 
 def copy_case(case: Path, target_root: Path, name: str) -> Path:

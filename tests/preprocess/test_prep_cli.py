@@ -75,10 +75,17 @@ def _bad_inputs(case: Path, folder: Path) -> dict[str, tuple[str, str]]:
     other[:3, 3] += 3.0
     save("othergrid_seg.nii.gz", np.asarray(seg.dataobj), other)
     return {
-        "good": ("good.nii.gz", "good_seg.nii.gz"), "singleton4d": (squeezable, ""), "forms": ("forms.nii.gz", ""),
-        "truncated": ("truncated.nii.gz", ""), "garbage": ("garbage.nii.gz", ""), "fourd": ("fourd.nii.gz", ""),
-        "twod": ("twod.nii.gz", ""), "nan": ("nan.nii.gz", ""), "empty": ("empty.nii.gz", ""),
-        "nobrain": ("nobrain.nii.gz", ""), "othergrid": ("good.nii.gz", "othergrid_seg.nii.gz"),
+        "good": ("good.nii.gz", "good_seg.nii.gz"),
+        "singleton4d": (squeezable, ""),
+        "forms": ("forms.nii.gz", ""),
+        "truncated": ("truncated.nii.gz", ""),
+        "garbage": ("garbage.nii.gz", ""),
+        "fourd": ("fourd.nii.gz", ""),
+        "twod": ("twod.nii.gz", ""),
+        "nan": ("nan.nii.gz", ""),
+        "empty": ("empty.nii.gz", ""),
+        "nobrain": ("nobrain.nii.gz", ""),
+        "othergrid": ("good.nii.gz", "othergrid_seg.nii.gz"),
         "missing": ("nowhere.nii.gz", ""),
     }
 
@@ -95,8 +102,14 @@ def test_bad_subjects_fail_alone_with_one_line_reasons(cli, brats_case: Path, tm
     assert "sform and qform disagree; using the sform" in frame.set_index("subject_id").loc["forms", "source"]
     failures = pd.read_csv(out / "failures.csv", dtype=str, keep_default_na=False).set_index("subject")
     expected = {
-        "truncated": "truncated", "garbage": "not a readable NIfTI", "fourd": "4D image", "twod": "2D",
-        "nan": "NaN/Inf", "empty": "empty", "nobrain": "no brain found", "othergrid": "different voxel grid",
+        "truncated": "truncated",
+        "garbage": "not a readable NIfTI",
+        "fourd": "4D image",
+        "twod": "2D",
+        "nan": "NaN/Inf",
+        "empty": "empty",
+        "nobrain": "no brain found",
+        "othergrid": "different voxel grid",
         "missing": "not found",
     }
     assert sorted(failures.index) == sorted(expected)
@@ -145,7 +158,14 @@ def test_python_api_for_one_subject(brats_case: Path, tmp_path: Path) -> None:
     outcome = preprocess_subject(image, tmp_path / "one", seg=seg, dataset="brats21", n4=False, qc=False)
     assert outcome.status == "done" and outcome.row["label"] == 1 and outcome.row["dataset"] == "brats"
     assert {p.name for p in (tmp_path / "one").iterdir()} == {
-        "image.nii.gz", "mask.nii.gz", "seg.nii.gz", "timings.json", "transform.json", "transform.mat", "done.json"}
+        "image.nii.gz",
+        "mask.nii.gz",
+        "seg.nii.gz",
+        "timings.json",
+        "transform.json",
+        "transform.mat",
+        "done.json",
+    }
     assert read_done(tmp_path / "one") is not None
     with pytest.raises(InputError, match=r"nowhere\.nii\.gz: file not found"):
         preprocess_subject(tmp_path / "nowhere.nii.gz", tmp_path / "two", skull_strip="none", registration="none")

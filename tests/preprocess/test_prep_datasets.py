@@ -21,14 +21,27 @@ def _touch(root: Path, *names: str) -> None:
 
 def test_manifest_dataset_names() -> None:
     assert [dataset_name(d) for d in ("ixi", "brats21", "brats", "mslub", "bids", "generic")] == [
-        "ixi", "brats", "brats", "mslub", "bids", "generic"]
+        "ixi",
+        "brats",
+        "brats",
+        "mslub",
+        "bids",
+        "generic",
+    ]
     with pytest.raises(MriadError, match="--dataset adni"):
         dataset_name("adni")
 
 
 def test_ixi_both_namings_modalities_and_demographics(tmp_path: Path) -> None:
-    _touch(tmp_path, "IXI012-HH-1211-T2.nii.gz", "IXI012-HH-1211-PD.nii.gz", "IXI002-Guys-0828_T1.nii.gz",
-           "T1/IXI013-IOP-0001_T1.nii.gz", "IXI.xls.nii.gz.bak", "notes.txt")
+    _touch(
+        tmp_path,
+        "IXI012-HH-1211-T2.nii.gz",
+        "IXI012-HH-1211-PD.nii.gz",
+        "IXI002-Guys-0828_T1.nii.gz",
+        "T1/IXI013-IOP-0001_T1.nii.gz",
+        "IXI.xls.nii.gz.bak",
+        "notes.txt",
+    )
     (tmp_path / "IXI.csv").write_text('IXI_ID,"SEX_ID (1=m, 2=f)",AGE\n12,2,35.5\n12,2,\n2,1,70.1\n')
     t2 = discover("ixi", tmp_path, "t2", tmp_path / "IXI.csv")
     assert [(s.subject_id, s.age, s.sex, s.label) for s in t2.subjects] == [("IXI012", 35.5, "F", 0)]
@@ -40,12 +53,18 @@ def test_ixi_both_namings_modalities_and_demographics(tmp_path: Path) -> None:
 
 
 def test_brats_2018_2021_and_2023_naming(tmp_path: Path) -> None:
-    _touch(tmp_path, "BraTS2021_00000/BraTS2021_00000_t2.nii.gz", "BraTS2021_00000/BraTS2021_00000_t1.nii.gz",
-           "BraTS2021_00000/BraTS2021_00000_t1ce.nii.gz", "BraTS2021_00000/BraTS2021_00000_seg.nii.gz",
-           "Brats18_TCIA01_201_1/Brats18_TCIA01_201_1_t2.nii.gz",
-           "Brats18_TCIA01_201_1/Brats18_TCIA01_201_1_seg.nii.gz",
-           "BraTS-GLI-00000-000/BraTS-GLI-00000-000-t2w.nii.gz", "BraTS-GLI-00000-000/BraTS-GLI-00000-000-seg.nii.gz",
-           "BraTS2021_00001/BraTS2021_00001_flair.nii.gz")
+    _touch(
+        tmp_path,
+        "BraTS2021_00000/BraTS2021_00000_t2.nii.gz",
+        "BraTS2021_00000/BraTS2021_00000_t1.nii.gz",
+        "BraTS2021_00000/BraTS2021_00000_t1ce.nii.gz",
+        "BraTS2021_00000/BraTS2021_00000_seg.nii.gz",
+        "Brats18_TCIA01_201_1/Brats18_TCIA01_201_1_t2.nii.gz",
+        "Brats18_TCIA01_201_1/Brats18_TCIA01_201_1_seg.nii.gz",
+        "BraTS-GLI-00000-000/BraTS-GLI-00000-000-t2w.nii.gz",
+        "BraTS-GLI-00000-000/BraTS-GLI-00000-000-seg.nii.gz",
+        "BraTS2021_00001/BraTS2021_00001_flair.nii.gz",
+    )
     found = discover("brats21", tmp_path, "t2")
     assert [s.subject_id for s in found.subjects] == ["BraTS-GLI-00000-000", "BraTS2021_00000", "Brats18_TCIA01_201_1"]
     assert all(s.label == 1 and s.seg is not None for s in found.subjects)
@@ -55,23 +74,42 @@ def test_brats_2018_2021_and_2023_naming(tmp_path: Path) -> None:
 
 
 def test_mslub_both_namings(tmp_path: Path) -> None:
-    _touch(tmp_path, "patient01/T2W.nii.gz", "patient01/T1W.nii.gz", "patient01/consensus_gt.nii.gz",
-           "patient07/T2.nii.gz", "patient07/FLAIR.nii.gz", "patient07/GOLD_STANDARD.nii.gz", "patient08/T1.nii.gz")
+    _touch(
+        tmp_path,
+        "patient01/T2W.nii.gz",
+        "patient01/T1W.nii.gz",
+        "patient01/consensus_gt.nii.gz",
+        "patient07/T2.nii.gz",
+        "patient07/FLAIR.nii.gz",
+        "patient07/GOLD_STANDARD.nii.gz",
+        "patient08/T1.nii.gz",
+    )
     found = discover("mslub", tmp_path, "t2")
     assert [(s.subject_id, s.image.name, s.seg.name) for s in found.subjects] == [
-        ("patient01", "T2W.nii.gz", "consensus_gt.nii.gz"), ("patient07", "T2.nii.gz", "GOLD_STANDARD.nii.gz")]
+        ("patient01", "T2W.nii.gz", "consensus_gt.nii.gz"),
+        ("patient07", "T2.nii.gz", "GOLD_STANDARD.nii.gz"),
+    ]
     assert [p.subject for p in found.problems] == ["patient08"]
     assert [s.image.name for s in discover("mslub", tmp_path, "flair").subjects] == ["FLAIR.nii.gz"]
 
 
 def test_bids_sessions_and_participants(tmp_path: Path) -> None:
-    _touch(tmp_path, "sub-01/anat/sub-01_T2w.nii.gz", "sub-01/anat/sub-01_T1w.nii.gz",
-           "sub-02/ses-1/anat/sub-02_ses-1_T2w.nii.gz", "sub-02/ses-2/anat/sub-02_ses-2_T2w.nii.gz",
-           "sub-02/ses-2/anat/sub-02_ses-2_label-lesion_mask.nii.gz", "sub-03/anat/sub-03_T1w.nii.gz")
+    _touch(
+        tmp_path,
+        "sub-01/anat/sub-01_T2w.nii.gz",
+        "sub-01/anat/sub-01_T1w.nii.gz",
+        "sub-02/ses-1/anat/sub-02_ses-1_T2w.nii.gz",
+        "sub-02/ses-2/anat/sub-02_ses-2_T2w.nii.gz",
+        "sub-02/ses-2/anat/sub-02_ses-2_label-lesion_mask.nii.gz",
+        "sub-03/anat/sub-03_T1w.nii.gz",
+    )
     (tmp_path / "participants.tsv").write_text("participant_id\tage\tsex\nsub-01\t41\tM\nsub-02\t29\tF\n")
     found = discover("bids", tmp_path, "t2")
     assert [(s.subject_id, s.age, s.sex, s.label) for s in found.subjects] == [
-        ("sub-01", 41.0, "M", 0), ("sub-02_ses-1", 29.0, "F", 0), ("sub-02_ses-2", 29.0, "F", 1)]
+        ("sub-01", 41.0, "M", 0),
+        ("sub-02_ses-1", 29.0, "F", 0),
+        ("sub-02_ses-2", 29.0, "F", 1),
+    ]
     assert [p.subject for p in found.problems] == ["sub-03"]
 
 
@@ -96,7 +134,8 @@ def test_real_brats18_and_mslub_naming() -> None:
     assert all(s.subject_id.startswith("Brats18_") and s.seg.name.endswith("_seg.nii.gz") for s in brats.subjects)
     mslub = discover("mslub", realdata("mslub"), "t2")
     assert [(s.subject_id, s.image.name, s.seg.name) for s in mslub.subjects] == [
-        ("patient07", "T2.nii.gz", "GOLD_STANDARD.nii.gz")]
+        ("patient07", "T2.nii.gz", "GOLD_STANDARD.nii.gz")
+    ]
 
 
 def test_real_ixi_t1_naming() -> None:

@@ -46,8 +46,10 @@ def test_known_affine_is_recovered() -> None:
     one_mm = resample_isotropic(reorient_canonical(Volume(subject, grid)), 1.0)
     mask_1mm = resample_to_grid(subject_mask.astype(np.float32), grid, one_mm.shape, one_mm.affine) >= 0.5
     result = register(one_mm.data, one_mm.affine, brain.data, brain.affine, method="affine-fast")
-    back = resample_to_grid(mask_1mm.astype(np.float32), one_mm.affine, brain.shape, brain.affine,
-                            world=result.matrix) >= 0.5
+    back = (
+        resample_to_grid(mask_1mm.astype(np.float32), one_mm.affine, brain.shape, brain.affine, world=result.matrix)
+        >= 0.5
+    )
     assert dice(back, atlas_mask.data > 0) >= 0.9
     # And the transform itself: brain points land within 2 mm of where the known affine puts them.
     points = np.argwhere(atlas_mask.data > 0)[::500]

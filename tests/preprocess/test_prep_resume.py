@@ -41,8 +41,18 @@ def test_rerun_after_kill_9_completes_the_batch(brats_case: Path, tmp_path: Path
     root = Path(__file__).resolve().parents[2]
     env = {**os.environ, "MRIAD_WORKSPACE": str(tmp_path), "PYTHONPATH": str(root)}
     # Each subject takes ~2 s and the kill follows the first marker within 20 ms: it lands in the second.
-    command = [sys.executable, "-m", "mriad", "--hide-progress", "preprocess", str(raw), str(out), "-d", "brats21",
-               "--no-n4"]
+    command = [
+        sys.executable,
+        "-m",
+        "mriad",
+        "--hide-progress",
+        "preprocess",
+        str(raw),
+        str(out),
+        "-d",
+        "brats21",
+        "--no-n4",
+    ]
     process = subprocess.Popen(command, env=env, cwd=tmp_path, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
     deadline = time.monotonic() + 120
     first = out / "brats" / NAMES[0] / "done.json"
@@ -103,8 +113,10 @@ def test_outputs_of_an_older_pipeline_are_redone(brats_case: Path, tmp_path: Pat
 def test_a_live_second_writer_is_refused(brats_case: Path, tmp_path: Path) -> None:
     raw = _raw(brats_case, tmp_path / "raw", NAMES[:1])
     out = tmp_path / "out"
-    hold = "import sys, time\nfrom mriad.infra.locking import folder_lock\nwith folder_lock(sys.argv[1]):\n" \
-           "    print('locked', flush=True)\n    time.sleep(60)\n"
+    hold = (
+        "import sys, time\nfrom mriad.infra.locking import folder_lock\nwith folder_lock(sys.argv[1]):\n"
+        "    print('locked', flush=True)\n    time.sleep(60)\n"
+    )
     holder = subprocess.Popen([sys.executable, "-c", hold, str(out)], stdout=subprocess.PIPE, text=True)
     try:
         assert holder.stdout is not None and holder.stdout.readline().strip() == "locked"

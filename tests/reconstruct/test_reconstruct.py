@@ -149,8 +149,13 @@ def test_inference_settings_reach_the_model(tmp_path: Path) -> None:
     default = reconstruct(run, "ixi-test", volumes_per_batch=2)
     reference = _scores(run, default.written)
     # fp32 explicitly, no compilation, 3 boxes per call instead of 8: the same numbers (CPU default is fp32).
-    reconstruct(run, "ixi-test", force=True, volumes_per_batch=2,
-                inference={"precision": "fp32", "compile": "none", "max_chunk": 3})
+    reconstruct(
+        run,
+        "ixi-test",
+        force=True,
+        volumes_per_batch=2,
+        inference={"precision": "fp32", "compile": "none", "max_chunk": 3},
+    )
     for subject, score in _scores(run, default.written).items():
         np.testing.assert_allclose(score, reference[subject], atol=1e-5)
     # bf16 autocast on the CPU: close to fp32 but not equal, so the setting was applied.

@@ -77,11 +77,21 @@ def write_tiny_dataset(root: Path, brats_test: int = 6) -> Path:
         write_nifti(folder / "mask.nii.gz", mask, AFFINE, dtype=np.uint8)
         if seg is not None:
             write_nifti(folder / "seg.nii.gz", seg.astype(np.uint8), AFFINE, dtype=np.uint8)
-        rows.append({
-            "subject_id": sid, "dataset": dataset, "split": split, "fold": fold, "label": label,
-            "image": str(folder / "image.nii.gz"), "mask": str(folder / "mask.nii.gz"),
-            "seg": str(folder / "seg.nii.gz") if seg is not None else "", "age": "", "sex": "", "source": "tiny",
-        })
+        rows.append(
+            {
+                "subject_id": sid,
+                "dataset": dataset,
+                "split": split,
+                "fold": fold,
+                "label": label,
+                "image": str(folder / "image.nii.gz"),
+                "mask": str(folder / "mask.nii.gz"),
+                "seg": str(folder / "seg.nii.gz") if seg is not None else "",
+                "age": "",
+                "sex": "",
+                "source": "tiny",
+            }
+        )
     return write_manifest(pd.DataFrame(rows), root / "manifest.csv")
 
 
@@ -97,8 +107,11 @@ def tiny_fit(manifest: Path, out: Path, *, epochs: int = 2, val_every: int = 1, 
 def mriad_env(workspace: Path) -> dict[str, str]:
     """Environment of a `python -m mriad` child: this checkout, its own workspace, one thread."""
     return {
-        **os.environ, "MRIAD_WORKSPACE": str(workspace), "PYTHONPATH": str(ROOT),
-        "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1",
+        **os.environ,
+        "MRIAD_WORKSPACE": str(workspace),
+        "PYTHONPATH": str(ROOT),
+        "OMP_NUM_THREADS": "1",
+        "MKL_NUM_THREADS": "1",
     }
 
 
@@ -128,7 +141,11 @@ class Killed:
 
 
 def _run_until(
-    command: list[str], *, started: Callable[[], bool], workspace: Path, kill_after: float | None,
+    command: list[str],
+    *,
+    started: Callable[[], bool],
+    workspace: Path,
+    kill_after: float | None,
     timeout_s: float,
 ) -> tuple[int, float, str]:
     """Run ``command``; once ``started()`` holds, wait ``kill_after`` seconds and SIGKILL it (None: let
@@ -177,7 +194,12 @@ def timed_run(command: list[str], *, started: Callable[[], bool], workspace: Pat
 
 
 def kill_at_random_point(
-    command: list[str], *, started: Callable[[], bool], window: tuple[float, float], workspace: Path, seed: int,
+    command: list[str],
+    *,
+    started: Callable[[], bool],
+    window: tuple[float, float],
+    workspace: Path,
+    seed: int,
     timeout_s: float = 180.0,
 ) -> Killed:
     """Start ``command``, wait until ``started()`` (the stage holds its lock: imports are over), then

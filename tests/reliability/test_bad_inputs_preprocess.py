@@ -246,7 +246,8 @@ def batch(source: Source, tmp_path_factory: pytest.TempPathFactory):
         bad_files[name] = {"t2": t2, "seg": seg}[case.make(source, t2, seg)]
     before = {p: p.read_bytes() for p in raw.rglob("*") if p.is_file()}
     result = CliRunner().invoke(
-        app, ["--hide-progress", "preprocess", str(raw), str(out), "-d", "brats21", "--no-n4", "--no-qc"],
+        app,
+        ["--hide-progress", "preprocess", str(raw), str(out), "-d", "brats21", "--no-n4", "--no-qc"],
         catch_exceptions=False,
     )
     assert {p: p.read_bytes() for p in raw.rglob("*") if p.is_file()} == before, "an input was modified"

@@ -144,8 +144,9 @@ def test_reconstruct_refuses_a_malicious_pickle_without_running_it(cli, run_copy
     assert not (run / "recon").exists()  # not even an empty folder
 
 
-def test_train_resume_refuses_a_malicious_pickle_without_running_it(cli, run_copy, data_copy: Path,
-                                                                     tmp_path: Path) -> None:
+def test_train_resume_refuses_a_malicious_pickle_without_running_it(
+    cli, run_copy, data_copy: Path, tmp_path: Path
+) -> None:
     run = run_copy(recon=False)
     marker = tmp_path / "PWNED"
     last = run / "checkpoints" / "last.pt"

@@ -53,13 +53,16 @@ def _reference_then_kill(
     window = (0.05 * seconds, 0.95 * seconds)
     killed = None
     for attempt in range(ATTEMPTS):
-        killed = kill_at_random_point(command, started=lock.exists, window=window, workspace=workspace,
-                                      seed=seed + attempt)
+        killed = kill_at_random_point(
+            command, started=lock.exists, window=window, workspace=workspace, seed=seed + attempt
+        )
         if killed.by_signal:
             # Shown with -s (and on failure): where the kill landed, and what it left.
             left = files_under(lock.parent)
-            print(f"\n{lock.parent.name}: {killed.describe()} of {seconds:.2f} s; left {len(left)} file(s): "
-                  f"{', '.join(left[:6])}{' ...' if len(left) > 6 else ''}")
+            print(
+                f"\n{lock.parent.name}: {killed.describe()} of {seconds:.2f} s; left {len(left)} file(s): "
+                f"{', '.join(left[:6])}{' ...' if len(left) > 6 else ''}"
+            )
             return reference, killed
         assert killed.returncode == 0, f"{killed.describe()}\n{killed.stderr}"
         reset()
@@ -114,8 +117,11 @@ def test_train_killed_then_resumed_equals_the_uninterrupted_run(tiny_data: Path,
         "--epochs", EPOCHS, "--val-every", VAL_EVERY, *TINY_SETS,
     )  # fmt: skip
     reference, killed = _reference_then_kill(
-        command, lock=run / LOCK_NAME, workspace=tmp_path,
-        reset=lambda: shutil.rmtree(run, ignore_errors=True), keep=lambda: _train_outputs(run),
+        command,
+        lock=run / LOCK_NAME,
+        workspace=tmp_path,
+        reset=lambda: shutil.rmtree(run, ignore_errors=True),
+        keep=lambda: _train_outputs(run),
     )
     assert_whole_files(run)
     # The rerun: what a user types after the crash.
@@ -135,8 +141,11 @@ def test_reconstruct_killed_then_rerun_equals_the_uninterrupted_run(run_copy, tm
     # Two volumes per batch: a kill between the two subjects of a group leaves the group half done.
     command = mriad_command("reconstruct", "--run", run, "--split", "brats-test", "--volumes-per-batch", 2)
     reference, killed = _reference_then_kill(
-        command, lock=out / LOCK_NAME, workspace=tmp_path,
-        reset=lambda: shutil.rmtree(run / "recon", ignore_errors=True), keep=lambda: snapshot(out, ["*.nii.gz"]),
+        command,
+        lock=out / LOCK_NAME,
+        workspace=tmp_path,
+        reset=lambda: shutil.rmtree(run / "recon", ignore_errors=True),
+        keep=lambda: snapshot(out, ["*.nii.gz"]),
     )
     assert len(reference) == 12  # type: ignore[arg-type]
     assert_whole_files(run / "recon")
@@ -170,7 +179,9 @@ def test_evaluate_killed_then_rerun_equals_the_uninterrupted_run(run_copy, tmp_p
     out = run / "eval" / "brats-test"
     command = mriad_command("evaluate", "--run", run, "--split", "brats-test")
     reference, killed = _reference_then_kill(
-        command, lock=out / LOCK_NAME, workspace=tmp_path,
+        command,
+        lock=out / LOCK_NAME,
+        workspace=tmp_path,
         reset=lambda: shutil.rmtree(run / "eval", ignore_errors=True),
         keep=lambda: snapshot(out, ["*.csv", "*.json"]),
     )
@@ -191,8 +202,11 @@ def test_preprocess_killed_then_rerun_equals_the_uninterrupted_run(raw_brats: Pa
     patterns = ["*.nii.gz", "manifest.csv", "failures.csv"]
     command = mriad_command("preprocess", raw_brats, out, "-d", "brats21", "--no-n4")
     reference, killed = _reference_then_kill(
-        command, lock=out / LOCK_NAME, workspace=tmp_path,
-        reset=lambda: shutil.rmtree(out, ignore_errors=True), keep=lambda: snapshot(out, patterns),
+        command,
+        lock=out / LOCK_NAME,
+        workspace=tmp_path,
+        reset=lambda: shutil.rmtree(out, ignore_errors=True),
+        keep=lambda: snapshot(out, patterns),
     )
     assert len(reference) == 2 * 3 + 2  # type: ignore[arg-type]
     assert_whole_files(out)

@@ -34,8 +34,13 @@ HOLD = (
 
 def _holder(folder: Path, mode: str) -> subprocess.Popen:
     """A real process that takes ``folder``'s lock and keeps it (``hold``) or dies with it (``die``)."""
-    process = subprocess.Popen([sys.executable, "-c", HOLD, str(folder), mode], stdout=subprocess.PIPE, text=True,
-                               env=mriad_env(folder.parent), cwd=folder.parent)
+    process = subprocess.Popen(
+        [sys.executable, "-c", HOLD, str(folder), mode],
+        stdout=subprocess.PIPE,
+        text=True,
+        env=mriad_env(folder.parent),
+        cwd=folder.parent,
+    )
     assert process.stdout is not None and process.stdout.readline().strip() == "locked"
     if mode == "die":
         process.wait(timeout=30)
@@ -68,8 +73,20 @@ def _dead_lock(folder: Path) -> Path:
 
 def _train(run_copy, data_copy: Path, tmp_path: Path, source: Path | None) -> tuple[Path, list[str]]:
     run = tmp_path / "run"
-    args = ["--device", "cpu", "train", "--model", "pddpm", "--data", data_copy, "--out", run, "--epochs", "1",
-            *TINY_SETS]
+    args = [
+        "--device",
+        "cpu",
+        "train",
+        "--model",
+        "pddpm",
+        "--data",
+        data_copy,
+        "--out",
+        run,
+        "--epochs",
+        "1",
+        *TINY_SETS,
+    ]
     return run, args
 
 
@@ -80,8 +97,16 @@ def _reconstruct(run_copy, data_copy: Path, tmp_path: Path, source: Path | None)
 
 def _evaluate(run_copy, data_copy: Path, tmp_path: Path, source: Path | None) -> tuple[Path, list[str]]:
     run = run_copy(recon=True)
-    return run / "eval" / "brats-test", ["--device", "cpu", "evaluate", "--run", run, "--split", "brats-test",
-                                         "--no-figures"]
+    return run / "eval" / "brats-test", [
+        "--device",
+        "cpu",
+        "evaluate",
+        "--run",
+        run,
+        "--split",
+        "brats-test",
+        "--no-figures",
+    ]
 
 
 def _preprocess(run_copy, data_copy: Path, tmp_path: Path, source: Path | None) -> tuple[Path, list[str]]:
@@ -116,8 +141,9 @@ def raw_case(raw_brats: Path, tmp_path: Path) -> Path:
 
 
 @pytest.mark.parametrize("name", list(STAGES))
-def test_a_live_holder_refuses_the_second_writer(name: str, cli, run_copy, data_copy: Path, tmp_path: Path,
-                                                 hold, request: pytest.FixtureRequest) -> None:
+def test_a_live_holder_refuses_the_second_writer(
+    name: str, cli, run_copy, data_copy: Path, tmp_path: Path, hold, request: pytest.FixtureRequest
+) -> None:
     source = request.getfixturevalue("raw_case") if name == "preprocess" else None
     folder, args = STAGES[name](run_copy, data_copy, tmp_path, source)
     before = files_under(folder)
@@ -131,8 +157,9 @@ def test_a_live_holder_refuses_the_second_writer(name: str, cli, run_copy, data_
 
 
 @pytest.mark.parametrize("name", list(STAGES))
-def test_a_dead_holders_lock_is_taken_over(name: str, cli, run_copy, data_copy: Path, tmp_path: Path,
-                                           request: pytest.FixtureRequest) -> None:
+def test_a_dead_holders_lock_is_taken_over(
+    name: str, cli, run_copy, data_copy: Path, tmp_path: Path, request: pytest.FixtureRequest
+) -> None:
     source = request.getfixturevalue("raw_case") if name == "preprocess" else None
     folder, args = STAGES[name](run_copy, data_copy, tmp_path, source)
     lock = _dead_lock(folder)
@@ -146,8 +173,9 @@ def test_a_dead_holders_lock_is_taken_over(name: str, cli, run_copy, data_copy: 
 def test_two_real_train_processes_on_one_run_folder(cli, tiny_data: Path, tmp_path: Path) -> None:
     run = tmp_path / "run"
     args = ["train", "--model", "pddpm", "--data", tiny_data, "--out", run, "--epochs", "6", *TINY_SETS]
-    first = subprocess.Popen(mriad_command(*args), env=mriad_env(tmp_path), cwd=tmp_path,
-                             stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    first = subprocess.Popen(
+        mriad_command(*args), env=mriad_env(tmp_path), cwd=tmp_path, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE
+    )
     try:
         deadline = time.monotonic() + 60
         while not (run / LOCK_NAME).exists():
@@ -188,8 +216,13 @@ def test_racing_for_a_stale_lock_lets_exactly_one_through(tmp_path: Path) -> Non
     _dead_lock(folder)
     go = tmp_path / "go"
     racers = [
-        subprocess.Popen([sys.executable, "-c", RACE, str(folder), str(go)], stdout=subprocess.PIPE, text=True,
-                         env=mriad_env(tmp_path), cwd=tmp_path)
+        subprocess.Popen(
+            [sys.executable, "-c", RACE, str(folder), str(go)],
+            stdout=subprocess.PIPE,
+            text=True,
+            env=mriad_env(tmp_path),
+            cwd=tmp_path,
+        )
         for _ in range(5)
     ]
     for process in racers:  # every racer has imported and waits at the start line

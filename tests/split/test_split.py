@@ -11,11 +11,21 @@ from mriad.split import SplitSettings, split_frame
 
 def _healthy(n: int) -> pd.DataFrame:
     rng = np.random.default_rng(3)
-    return pd.DataFrame({
-        "subject_id": [f"S{i}" for i in range(n)], "dataset": "ixi", "split": "", "fold": -1, "label": 0,
-        "image": [f"/x/{i}.nii.gz" for i in range(n)], "mask": "", "seg": "",
-        "age": rng.uniform(20, 86, n).round(1), "sex": "", "source": "",
-    })
+    return pd.DataFrame(
+        {
+            "subject_id": [f"S{i}" for i in range(n)],
+            "dataset": "ixi",
+            "split": "",
+            "fold": -1,
+            "label": 0,
+            "image": [f"/x/{i}.nii.gz" for i in range(n)],
+            "mask": "",
+            "seg": "",
+            "age": rng.uniform(20, 86, n).round(1),
+            "sex": "",
+            "source": "",
+        }
+    )
 
 
 def test_split_is_deterministic_by_seed() -> None:

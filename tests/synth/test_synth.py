@@ -115,7 +115,9 @@ def test_raw_file_names_and_folders(raw_brats, raw_mslub) -> None:
     assert not (raw_mslub.out / "IXI.csv").exists()  # no healthy subjects, no demographics
     truth = out / "_truth" / "BraTS2021_00000"
     assert sorted(p.name for p in truth.iterdir()) == [
-        "BraTS2021_00000_brainmask_gt.nii.gz", "BraTS2021_00000_seg_gt.nii.gz"]
+        "BraTS2021_00000_brainmask_gt.nii.gz",
+        "BraTS2021_00000_seg_gt.nii.gz",
+    ]
     assert raw_brats.manifest is None and not (out / "manifest.csv").exists()
 
 
@@ -207,7 +209,16 @@ def test_min_healthy_matches_the_split_rule() -> None:
     from mriad.split import split_frame
 
     n = min_healthy_for_splits()
-    frame = pd.DataFrame({"subject_id": [f"S{i}" for i in range(n)], "dataset": "ixi", "label": 0,
-                          "age": np.linspace(20, 80, n), "split": "", "fold": -1, "seg": "", "image": [
-                              f"i{i}" for i in range(n)]})
+    frame = pd.DataFrame(
+        {
+            "subject_id": [f"S{i}" for i in range(n)],
+            "dataset": "ixi",
+            "label": 0,
+            "age": np.linspace(20, 80, n),
+            "split": "",
+            "fold": -1,
+            "seg": "",
+            "image": [f"i{i}" for i in range(n)],
+        }
+    )
     assert len(split_frame(frame)) == n
