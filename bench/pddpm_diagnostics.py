@@ -2,7 +2,8 @@
 
 ``residuals RUN...``: from each run's reconstructions of SPLIT, the mean |x - x_hat| on healthy brain
 voxels and on lesion voxels (and their ratio: the contrast a threshold can use), and, on healthy
-brain voxels, the error within 2 pixels of pDDPM's box borders against the rest (seams).
+brain voxels, the error within 2 pixels of pDDPM's box borders against the rest (seams);
+``--border-patch 48`` measures the same band for models without boxes, as a control.
 
 ``sweep RUN --t-test 200,300,... --patch-size 48,60``: re-evaluate RUN's best checkpoint with other
 test-time settings, one variant folder each under OUT (a copy of the checkpoint whose config carries
@@ -50,11 +51,13 @@ def _border_mask(shape: tuple[int, ...], patch: int) -> np.ndarray:
     return mask
 
 
-def residuals(run_path: Path, split: str) -> dict[str, float | str]:
+def residuals(run_path: Path, split: str, border_patch: int = 0) -> dict[str, float | str]:
+    """Mean errors; the border band is that of ``border_patch``'s grid (default: the run's own box size),
+    so models without boxes get the same pixels as a control (the 96 / 2 line is also the midline)."""
     run = RunFolder(run_path)
     config = run.read_config()
     rows = select_split(read_manifest(resolve_manifest(run.root, config, None)), split, int(config.get("fold", 0)))
-    patch = int(config.get("options", {}).get("patch_size", 0) or 0)
+    patch = border_patch or int(config.get("options", {}).get("patch_size", 0) or 0)
     healthy, lesion, border, inner = [], [], [], []
     for row in rows.itertuples(index=False):
         rec_path, _ = run.recon_files(split, str(row.subject_id))
@@ -112,6 +115,7 @@ def main(argv: list[str] | None = None) -> int:
     res = sub.add_parser("residuals")
     res.add_argument("runs", type=Path, nargs="+")
     res.add_argument("--split", default="brats-test")
+    res.add_argument("--border-patch", type=int, default=0, help="box grid of the border band (default: own)")
     sweep = sub.add_parser("sweep")
     sweep.add_argument("run", type=Path)
     sweep.add_argument("--split", default="brats-test")
@@ -121,7 +125,7 @@ def main(argv: list[str] | None = None) -> int:
     sweep.add_argument("--out", type=Path, required=True)
     args = parser.parse_args(argv)
     if args.command == "residuals":
-        table = pd.DataFrame([residuals(run, args.split) for run in args.runs])
+        table = pd.DataFrame([residuals(run, args.split, args.border_patch) for run in args.runs])
         print("| " + " | ".join(table.columns) + " |\n|" + "---|" * len(table.columns))
         for row in table.itertuples(index=False):
             print("| " + " | ".join(v if isinstance(v, str) else f"{v:.4f}" for v in row) + " |")
