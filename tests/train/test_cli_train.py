@@ -55,9 +55,10 @@ def test_run_of_another_model_is_refused(cli, tiny_manifest: Path, tmp_path: Pat
 
 def test_bad_options_are_one_line_errors(cli, tiny_manifest: Path, tmp_path: Path) -> None:
     base = ["--device", "cpu", "train", "--model", "pddpm", "--data", tiny_manifest, "--out", tmp_path / "r"]
+    # Values the option parser refuses are usage errors (exit 2); conflicts found later exit 1.
     result = cli(*base, "--set", "nonsense=1")
-    assert result.exit_code == 1 and "unknown option" in result.output
+    assert result.exit_code == 2 and "pddpm has no option 'nonsense'" in result.output
     result = cli(*base, "--set", "patch_size=3", "--patch-size", "4")
     assert result.exit_code == 1 and "already given" in result.output
     result = cli(*base, "--loss", "l2")
-    assert result.exit_code == 1 and "loss must be one of" in result.output
+    assert result.exit_code == 2 and "'l2' is not one of patch, full" in result.output
