@@ -99,7 +99,7 @@ def _contributing_vertices(x: np.ndarray, y: np.ndarray) -> list[tuple[np.ndarra
     xsb_i, ysb_i = xsb.astype(np.int64), ysb.astype(np.int64)
     two_s = 2 * SQUISH_2D
 
-    vertices = [
+    vertices: list[tuple[np.ndarray, ...]] = [
         (xsb_i + 1, ysb_i, dx0 - 1 - SQUISH_2D, dy0 - SQUISH_2D),  # (1, 0)
         (xsb_i, ysb_i + 1, dx0 - SQUISH_2D, dy0 - 1 - SQUISH_2D),  # (0, 1)
     ]

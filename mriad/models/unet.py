@@ -91,6 +91,7 @@ class ResBlock(nn.Module):
             # ceil_mode: odd sizes round up, like a strided convolution, so the decoder can match them.
             h, x = (F.avg_pool2d(v, 2, ceil_mode=True) for v in (h, x))
         elif self.resample == "up":
+            assert size is not None, "an upsampling block needs the size of its skip connection"
             h, x = (F.interpolate(v, size=tuple(size), mode="nearest") for v in (h, x))
         h = self.in_conv(h)
         scale, shift = self.emb(F.silu(emb)).type(h.dtype)[:, :, None, None].chunk(2, dim=1)

@@ -11,18 +11,21 @@ from __future__ import annotations
 import contextlib
 import time
 from collections.abc import Callable
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 
 from mriad.infra.console import info
+
+if TYPE_CHECKING:
+    from mriad.models.base import AnomalyModel
 
 # Networks at least this large get the estimate (the test and demo networks are far smaller).
 LARGE_NETWORK_PARAMETERS = 5_000_000
 
 
 def expected_step_seconds(
-    model: torch.nn.Module, batch_size: int, slice_shape: tuple[int, ...], autocast: Callable[[], Any] | None = None
+    model: AnomalyModel, batch_size: int, slice_shape: tuple[int, ...], autocast: Callable[[], Any] | None = None
 ) -> float:
     """Seconds per training step on the model's device, from one timed forward of two slices.
 
@@ -48,7 +51,7 @@ def expected_step_seconds(
 
 
 def announce_cpu_cost(
-    model: torch.nn.Module,
+    model: AnomalyModel,
     batch_size: int,
     slice_shape: tuple[int, ...],
     steps: int,

@@ -138,15 +138,16 @@ class InferenceExecutor:
         channels_last = self.settings.nhwc(device)
         layout = torch.channels_last if channels_last else torch.contiguous_format
         if any(p.dim() == 4 and not p.is_contiguous(memory_format=layout) for p in net.parameters()):
-            net.to(memory_format=layout)  # once: the weights keep this layout afterwards
+            net.to(memory_format=layout)  # type: ignore[call-overload]  # once: the weights keep this layout
         autocast = torch.autocast(device.type, dtype=torch.bfloat16, enabled=self.settings.bf16(device))
         mode = self.settings.compile
         if mode is None:
             return net, channels_last, autocast
         cached = self._compiled
         if cached is None or cached[0] is not net or cached[1] != mode or cached[2] != str(device):
-            self._compiled = (net, mode, str(device), torch.compile(net, mode=mode, dynamic=False))
-        return self._compiled[3], channels_last, autocast
+            cached = (net, mode, str(device), torch.compile(net, mode=mode, dynamic=False))
+            self._compiled = cached
+        return cached[3], channels_last, autocast
 
     def run(
         self,

@@ -116,7 +116,7 @@ def unet_training_memory(net: nn.Module, batch: int, height: int, width: int) ->
     from mriad.models.unet import ResBlock
 
     meta = copy.deepcopy(net).to("meta").train()
-    meta.checkpointing = False  # count every block's activations, then derive the checkpointed peak
+    meta.checkpointing = False  # type: ignore[assignment]  # count every block's activations, then the checkpointed peak
     x = torch.zeros(1, 1, height, width, device="meta")
     t = torch.zeros(1, dtype=torch.long, device="meta")
     saved, inside, block_inputs = saved_tensor_bytes(meta, (x, t), (ResBlock,))

@@ -18,13 +18,16 @@ import inspect
 import os
 from collections.abc import Iterator
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 import torch.distributed as dist
 from torch import nn
 
 from mriad.infra.errors import MriadError
+
+if TYPE_CHECKING:
+    from mriad.models.base import AnomalyModel
 
 
 @dataclass(frozen=True)
@@ -145,7 +148,7 @@ def teardown(env: DistEnv) -> None:
 class _LossAdapter(nn.Module):
     """What DDP wraps: ``forward(batch, generator)`` is the model's own ``training_loss``."""
 
-    def __init__(self, model: nn.Module):
+    def __init__(self, model: AnomalyModel):
         super().__init__()
         self.model = model
 
@@ -154,7 +157,7 @@ class _LossAdapter(nn.Module):
         return type(self.model).training_loss(self.model, batch, generator)
 
 
-def wrap(model: nn.Module, env: DistEnv, device: torch.device) -> nn.Module | None:
+def wrap(model: AnomalyModel, env: DistEnv, device: torch.device) -> nn.Module | None:
     """A DDP wrapper around the model's loss, or None in a single process."""
     if not env.active:
         return None
@@ -163,7 +166,9 @@ def wrap(model: nn.Module, env: DistEnv, device: torch.device) -> nn.Module | No
     # Buffers (e.g. the diffusion schedule) are constants: syncing them every step is wasted work.
     # torch >= 2.13 names the option forward_sync_buffers; older versions broadcast_buffers.
     parameters = inspect.signature(DistributedDataParallel.__init__).parameters
-    no_sync = {"forward_sync_buffers": False} if "forward_sync_buffers" in parameters else {"broadcast_buffers": False}
+    no_sync: dict[str, Any] = (
+        {"forward_sync_buffers": False} if "forward_sync_buffers" in parameters else {"broadcast_buffers": False}
+    )
     return DistributedDataParallel(
         _LossAdapter(model), device_ids=[device.index] if device.type == "cuda" else None, **no_sync
     )

@@ -155,7 +155,7 @@ class _Trainer:
         torch.manual_seed(self.seed)  # identical initial weights on every rank
         model = self.cls(**options).to(self.device)
         if self.device.type == "cuda":
-            model = model.to(memory_format=torch.channels_last)
+            model = model.to(memory_format=torch.channels_last)  # type: ignore[call-overload]  # untyped overload
         optimizers = model.configure_optimizers()
 
         state = self._load_state(run, existing)

@@ -300,7 +300,7 @@ class TrainingLoop:
         if self.val_data is None:
             return None
         self.model.eval()
-        if self.volumes:
+        if self.volumes or self.val_index is None:
             items = torch.arange(self.val_data.volumes, device=self.device)
         else:
             items = self.val_index
