@@ -50,18 +50,66 @@ def run_demo(out: Path, size: DemoSize, seed: int = 0) -> float:
     raw, data = "raw", "data"
     common = ["--seed", str(seed), "--device", "cpu"]
     if size.raw:
-        _run([*common, "synth", raw, "--healthy", str(size.healthy), "--lesions", str(size.lesions),
-              "--layout", "brats"], out)
-        _run([*common, "preprocess", f"{raw}/IXI", data, "--dataset", "ixi", "--skull-strip", size.skull_strip,
-              "--demographics", f"{raw}/IXI.csv", "--jobs", "2"], out)
+        _run(
+            [
+                *common,
+                "synth",
+                raw,
+                "--healthy",
+                str(size.healthy),
+                "--lesions",
+                str(size.lesions),
+                "--layout",
+                "brats",
+            ],
+            out,
+        )
+        _run(
+            [
+                *common,
+                "preprocess",
+                f"{raw}/IXI",
+                data,
+                "--dataset",
+                "ixi",
+                "--skull-strip",
+                size.skull_strip,
+                "--demographics",
+                f"{raw}/IXI.csv",
+                "--jobs",
+                "2",
+            ],
+            out,
+        )
         _run([*common, "preprocess", f"{raw}/BraTS2021", data, "--dataset", "brats21", "--jobs", "2"], out)
         _run([*common, "split", f"{data}/manifest.csv", "--brats-val", "0.3"], out)
     else:  # already preprocessed and split
-        _run([*common, "synth", data, "--healthy", str(size.healthy), "--lesions", str(size.lesions),
-              "--layout", "brats", "--preprocessed"], out)
+        _run(
+            [
+                *common,
+                "synth",
+                data,
+                "--healthy",
+                str(size.healthy),
+                "--lesions",
+                str(size.lesions),
+                "--layout",
+                "brats",
+                "--preprocessed",
+            ],
+            out,
+        )
     channels = str(size.channels)
-    budget = ["--epochs", str(size.epochs), "--batch-size", BATCH, "--lr", "1e-3",
-              "--val-every", str(max(1, size.epochs // 5))]
+    budget = [
+        "--epochs",
+        str(size.epochs),
+        "--batch-size",
+        BATCH,
+        "--lr",
+        "1e-3",
+        "--val-every",
+        str(max(1, size.epochs // 5)),
+    ]
     models = {
         "pddpm": [*budget, "--channels", channels, "--set", "num_res_blocks=1"],
         "ae": [*budget, "--set", f"base_channels={channels}"],
@@ -70,14 +118,28 @@ def run_demo(out: Path, size: DemoSize, seed: int = 0) -> float:
     for model, options in models.items():
         _run([*common, "train", "--model", model, "--fold", "0", "--out", f"runs/{model}", *options], out)
         _run([*common, "evaluate", "--run", f"runs/{model}", "--split", "brats-test"], out)
-    _run([*common, "compare", *[f"runs/{m}" for m in models], "--split", "brats-test",
-          "--baseline", "runs/pddpm", "--out", "compare"], out)
+    _run(
+        [
+            *common,
+            "compare",
+            *[f"runs/{m}" for m in models],
+            "--split",
+            "brats-test",
+            "--baseline",
+            "runs/pddpm",
+            "--out",
+            "compare",
+        ],
+        out,
+    )
     _run([*common, "report", "runs/pddpm"], out)
     if size.raw:
         _detect_new_scan(common, out, seed)
     total = time.perf_counter() - started
-    print(f"\nDemo finished in {total:.0f} s. Comparison: {out / 'compare' / 'compare.md'}; "
-          f"HTML report: {out / 'runs' / 'pddpm' / 'report.html'}")
+    print(
+        f"\nDemo finished in {total:.0f} s. Comparison: {out / 'compare' / 'compare.md'}; "
+        f"HTML report: {out / 'runs' / 'pddpm' / 'report.html'}"
+    )
     return total
 
 
@@ -89,21 +151,54 @@ def _detect_new_scan(common: list[str], out: Path, seed: int) -> None:
     """
     import json
 
-    _run(["--seed", str(seed + 1000), "--device", "cpu", "synth", "new_scan", "--healthy", "0", "--lesions", "1",
-          "--layout", "brats"], out)
+    _run(
+        [
+            "--seed",
+            str(seed + 1000),
+            "--device",
+            "cpu",
+            "synth",
+            "new_scan",
+            "--healthy",
+            "0",
+            "--lesions",
+            "1",
+            "--layout",
+            "brats",
+        ],
+        out,
+    )
     scan = next((out / "new_scan" / "BraTS2021").rglob("*_t2.nii.gz"))
     listing = out / "new_scan" / "scans.csv"  # the scan and its lesion mask (ground truth, for the Dice)
-    listing.write_text(f"subject_id,image,seg\nnew_scan,{scan.relative_to(listing.parent)},"
-                       f"{scan.with_name(scan.name.replace('_t2.', '_seg.')).relative_to(listing.parent)}\n")
-    _run([*common, "detect", str(listing.relative_to(out)), "--run", "runs/pddpm", "--out", "detect",
-          "--skull-strip", "none", "--registration", "none"], out)
+    listing.write_text(
+        f"subject_id,image,seg\nnew_scan,{scan.relative_to(listing.parent)},"
+        f"{scan.with_name(scan.name.replace('_t2.', '_seg.')).relative_to(listing.parent)}\n"
+    )
+    _run(
+        [
+            *common,
+            "detect",
+            str(listing.relative_to(out)),
+            "--run",
+            "runs/pddpm",
+            "--out",
+            "detect",
+            "--skull-strip",
+            "none",
+            "--registration",
+            "none",
+        ],
+        out,
+    )
     summary = json.loads((out / "detect" / "new_scan_summary.json").read_text())
     print("\nmriad detect on a new raw scan (outputs on the scan's own grid):")
     for name, path in summary["outputs"].items():
         print(f"  {name:9s} {out / path}")
     dice = (summary.get("ground_truth") or {}).get("dice")
-    print(f"  lesion {summary['lesion_volume_ml']:.1f} ml in {summary['n_components']} component(s); "
-          f"Dice vs the synthetic lesion: {'n/a' if dice is None else f'{dice:.3f}'}")
+    print(
+        f"  lesion {summary['lesion_volume_ml']:.1f} ml in {summary['n_components']} component(s); "
+        f"Dice vs the synthetic lesion: {'n/a' if dice is None else f'{dice:.3f}'}"
+    )
 
 
 def main(argv: list[str] | None = None) -> None:

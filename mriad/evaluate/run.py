@@ -105,9 +105,7 @@ def _healthy_split_name(inputs: _Inputs, spec: EvalSpec) -> tuple[str | None, st
     if (rows["label"].astype(int) == 1).any():  # trained on healthy slices of patients (train --healthy-slices-from)
         return None, f"{name} holds lesion subjects: pass a healthy --healthy-split for FPR thresholds"
     if missing_recon(inputs.run.root, name, rows):
-        return None, (
-            f"{name} has not been reconstructed: pass --healthy-split {name} to reconstruct and use it"
-        )
+        return None, (f"{name} has not been reconstructed: pass --healthy-split {name} to reconstruct and use it")
     return name, None
 
 

@@ -188,7 +188,8 @@ class _Trainer:
         """Load last.pt into a model built from the run's config; a mismatch is one line, not a tensor dump."""
         stored: dict[str, Any] = state["config"] if isinstance(state.get("config"), dict) else {}
         differ = sorted(
-            k for k in options
+            k
+            for k in options
             if k in stored and _plain(stored[k]) != _plain(options[k]) and k not in _RESUMABLE_CHANGES
         )
         if differ:
@@ -206,8 +207,15 @@ class _Trainer:
     def _write_config(self, run: RunFolder, options: dict[str, Any], created: str | None = None) -> None:
         record = self.spec.training_record()
         write_config(
-            run, model=self.name, fold=self.fold, data=self.data, options=options, seed=self.seed,
-            dataset=self.dataset, created=created, extra={"training": record} if record else None,
+            run,
+            model=self.name,
+            fold=self.fold,
+            data=self.data,
+            options=options,
+            seed=self.seed,
+            dataset=self.dataset,
+            created=created,
+            extra={"training": record} if record else None,
         )
 
     def _load_data(self) -> tuple[DeviceSlices, DeviceSlices | None]:

@@ -355,6 +355,10 @@ class TrainingLoop:
 
     def _result(self) -> FitResult:
         return FitResult(
-            self.t.run_folder.root, self.model, self.step, self.epoch, self.best_val,
+            self.t.run_folder.root,
+            self.model,
+            self.step,
+            self.epoch,
+            self.best_val,
             self.epoch >= self.epochs or self.early_stopped,
         )
