@@ -43,73 +43,25 @@ def _run(args: list[str], workspace: Path) -> None:
     print(f"  ({time.perf_counter() - started:.1f} s)", flush=True)
 
 
-def run_demo(out: Path, size: DemoSize, seed: int = 0) -> float:
-    """Run the chain in ``out`` (the workspace); returns the total seconds."""
-    started = time.perf_counter()
-    out.mkdir(parents=True, exist_ok=True)
+def _prepare_data(size: DemoSize, common: list[str], out: Path) -> None:
+    """Synthetic raw scans -> preprocess -> split; or the preprocessed layout straight away."""
     raw, data = "raw", "data"
-    common = ["--seed", str(seed), "--device", "cpu"]
-    if size.raw:
-        _run(
-            [
-                *common,
-                "synth",
-                raw,
-                "--healthy",
-                str(size.healthy),
-                "--lesions",
-                str(size.lesions),
-                "--layout",
-                "brats",
-            ],
-            out,
-        )
-        _run(
-            [
-                *common,
-                "preprocess",
-                f"{raw}/IXI",
-                data,
-                "--dataset",
-                "ixi",
-                "--skull-strip",
-                size.skull_strip,
-                "--demographics",
-                f"{raw}/IXI.csv",
-                "--jobs",
-                "2",
-            ],
-            out,
-        )
-        _run([*common, "preprocess", f"{raw}/BraTS2021", data, "--dataset", "brats21", "--jobs", "2"], out)
-        _run([*common, "split", f"{data}/manifest.csv", "--brats-val", "0.3"], out)
-    else:  # already preprocessed and split
-        _run(
-            [
-                *common,
-                "synth",
-                data,
-                "--healthy",
-                str(size.healthy),
-                "--lesions",
-                str(size.lesions),
-                "--layout",
-                "brats",
-                "--preprocessed",
-            ],
-            out,
-        )
+    counts = ["--healthy", str(size.healthy), "--lesions", str(size.lesions), "--layout", "brats"]
+    if not size.raw:  # already preprocessed and split
+        _run([*common, "synth", data, *counts, "--preprocessed"], out)
+        return
+    _run([*common, "synth", raw, *counts], out)
+    ixi = ["--dataset", "ixi", "--skull-strip", size.skull_strip, "--demographics", f"{raw}/IXI.csv"]
+    _run([*common, "preprocess", f"{raw}/IXI", data, *ixi, "--jobs", "2"], out)
+    _run([*common, "preprocess", f"{raw}/BraTS2021", data, "--dataset", "brats21", "--jobs", "2"], out)
+    _run([*common, "split", f"{data}/manifest.csv", "--brats-val", "0.3"], out)
+
+
+def _train_and_evaluate(size: DemoSize, common: list[str], out: Path) -> list[str]:
+    """Every model with the same budget (epochs x batch), evaluated on brats-test; returns the run names."""
     channels = str(size.channels)
-    budget = [
-        "--epochs",
-        str(size.epochs),
-        "--batch-size",
-        BATCH,
-        "--lr",
-        "1e-3",
-        "--val-every",
-        str(max(1, size.epochs // 5)),
-    ]
+    budget = ["--epochs", str(size.epochs), "--batch-size", BATCH, "--lr", "1e-3"]
+    budget += ["--val-every", str(max(1, size.epochs // 5))]
     models = {
         "pddpm": [*budget, "--channels", channels, "--set", "num_res_blocks=1"],
         "ae": [*budget, "--set", f"base_channels={channels}"],
@@ -118,20 +70,18 @@ def run_demo(out: Path, size: DemoSize, seed: int = 0) -> float:
     for model, options in models.items():
         _run([*common, "train", "--model", model, "--fold", "0", "--out", f"runs/{model}", *options], out)
         _run([*common, "evaluate", "--run", f"runs/{model}", "--split", "brats-test"], out)
-    _run(
-        [
-            *common,
-            "compare",
-            *[f"runs/{m}" for m in models],
-            "--split",
-            "brats-test",
-            "--baseline",
-            "runs/pddpm",
-            "--out",
-            "compare",
-        ],
-        out,
-    )
+    return list(models)
+
+
+def run_demo(out: Path, size: DemoSize, seed: int = 0) -> float:
+    """Run the chain in ``out`` (the workspace); returns the total seconds."""
+    started = time.perf_counter()
+    out.mkdir(parents=True, exist_ok=True)
+    common = ["--seed", str(seed), "--device", "cpu"]
+    _prepare_data(size, common, out)
+    models = _train_and_evaluate(size, common, out)
+    runs = [f"runs/{m}" for m in models]
+    _run([*common, "compare", *runs, "--split", "brats-test", "--baseline", "runs/pddpm", "--out", "compare"], out)
     _run([*common, "report", "runs/pddpm"], out)
     if size.raw:
         _detect_new_scan(common, out, seed)
