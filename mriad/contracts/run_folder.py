@@ -50,7 +50,7 @@ REC_SUFFIX = "_rec.nii.gz"
 SCORE_SUFFIX = "_score.nii.gz"
 RECORD_SUFFIX = ".json"
 
-METRIC_COLUMNS = ["epoch", "step", "train_loss", "val_loss", "seconds"]
+METRIC_COLUMNS = ["epoch", "step", "train_loss", "val_loss", "seconds", "loss_normalisation"]
 # What --force removes: the run's own files and everything derived from the old weights.
 _RUN_FILES = (CONFIG, METRICS)
 _RUN_DIRS = (CHECKPOINTS, RECON, EVAL, VIEWS)

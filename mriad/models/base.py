@@ -76,6 +76,11 @@ class AnomalyModel(nn.Module):
         the model does not estimate it: then ``train`` does not check memory before starting."""
         return None
 
+    def loss_normalisation(self) -> str:
+        """What the logged loss is averaged over, written beside it in metrics.csv: "image" (every
+        pixel of the slice) unless a model says otherwise (pDDPM's box loss: "box" or "image")."""
+        return "image"
+
     def training_loss(self, batch: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
         raise NotImplementedError
 

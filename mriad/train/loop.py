@@ -287,6 +287,7 @@ class TrainingLoop:
                 "train_loss": train_loss,
                 "val_loss": val_loss,
                 "seconds": round(self.elapsed, 3),
+                "loss_normalisation": self.model.loss_normalisation(),
             }
         )
         self.loss_sum = torch.zeros((), device=self.device)

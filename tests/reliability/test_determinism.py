@@ -23,7 +23,8 @@ def _weights(run: Path, name: str = "last.pt") -> dict[str, torch.Tensor]:
 
 def _metric_rows(run: Path) -> list[list[str]]:
     rows = [line.split(",") for line in (run / "metrics.csv").read_text().splitlines()]
-    return [row[:-1] for row in rows]  # without the wall-clock seconds
+    seconds = rows[0].index("seconds")
+    return [row[:seconds] + row[seconds + 1 :] for row in rows]  # without the wall-clock seconds
 
 
 def test_same_seed_same_checkpoints_metrics_maps_and_scores(tiny_data: Path, tmp_path: Path) -> None:
