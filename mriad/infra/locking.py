@@ -149,14 +149,19 @@ def folder_lock(folder: str | Path, purpose: str = "writing") -> Iterator[Path]:
         remove_temporaries(folder)  # ours now: any temporary file is a dead writer's leftover
         yield path
     finally:
-        del _HELD[key]
-        # Unlink while still holding the flock, then let go: a waiter that opened the old file notices
-        # that the name has moved on (see _still_named) and tries again.
-        if _still_named(fd, path):
-            with contextlib.suppress(FileNotFoundError):
-                path.unlink()
-        os.close(fd)
-        _remove_if_empty(created)
+        _release(key, fd, path, created)
+
+
+def _release(key: str, fd: int, path: Path, created: list[Path]) -> None:
+    """Let go of a lock taken by :func:`_acquire`. Unlink while still holding the flock, then close:
+    a waiter that opened the old file notices that the name has moved on (see _still_named) and tries
+    again."""
+    del _HELD[key]
+    if _still_named(fd, path):
+        with contextlib.suppress(FileNotFoundError):
+            path.unlink()
+    os.close(fd)
+    _remove_if_empty(created)
 
 
 def _missing_ancestors(folder: Path) -> list[Path]:
@@ -286,12 +291,7 @@ def _named_lock(folder: Path, name: str, purpose: str, wait: float = 0.0) -> Ite
     try:
         yield path
     finally:
-        del _HELD[key]
-        if _still_named(fd, path):
-            with contextlib.suppress(FileNotFoundError):
-                path.unlink()
-        os.close(fd)
-        _remove_if_empty(created)
+        _release(key, fd, path, created)
 
 
 def _check_no_folder_writer(folder: Path) -> None:

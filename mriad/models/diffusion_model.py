@@ -156,7 +156,7 @@ class DiffusionModel(AnomalyModel):
         mask: torch.Tensor | None = None,
         member: Member | None = None,
     ) -> torch.Tensor:
-        """Reconstruct slices ``(N, 1, H, W)`` in [0, 1]: all boxes x all slices, batched, stitched.
+        """Reconstruct slices ``(N, 1, H, W)`` (not clipped to [0, 1]): all boxes x all slices, batched, stitched.
 
         ``generator`` fixes the noise (default: a generator seeded with 0, so results repeat).
         ``mask`` (N, 1, H, W), optional: boxes without any brain voxel skip the network and keep the

@@ -138,32 +138,24 @@ def _layers(
         },
     ]
     if lesion is not None:
-        volumes.append(
-            {
-                "name": "lesion.nii.gz",
-                "b64": _nifti_base64(outline(lesion), affine, np.uint8),
-                "colormap": "green",
-                "opacity": 1.0,
-                "cal_min": 0.5,
-                "cal_max": 1,
-                "colorbar": False,
-                "label": "lesion outline (green)",
-            }
-        )
+        volumes.append(_outline_layer("lesion", lesion, affine, "green", "lesion outline (green)"))
     if truth is not None:
-        volumes.append(
-            {
-                "name": "truth.nii.gz",
-                "b64": _nifti_base64(outline(truth), affine, np.uint8),
-                "colormap": "blue",
-                "opacity": 1.0,
-                "cal_min": 0.5,
-                "cal_max": 1,
-                "colorbar": False,
-                "label": "ground truth outline (blue)",
-            }
-        )
+        volumes.append(_outline_layer("truth", truth, affine, "blue", "ground truth outline (blue)"))
     return volumes
+
+
+def _outline_layer(name: str, mask: np.ndarray, affine: np.ndarray, colormap: str, label: str) -> dict[str, object]:
+    """A mask drawn as its outline in one colour, without a colour bar."""
+    return {
+        "name": f"{name}.nii.gz",
+        "b64": _nifti_base64(outline(mask), affine, np.uint8),
+        "colormap": colormap,
+        "opacity": 1.0,
+        "cal_min": 0.5,
+        "cal_max": 1,
+        "colorbar": False,
+        "label": label,
+    }
 
 
 def _focus_fractions(anomaly: np.ndarray, lesion: np.ndarray | None, affine: np.ndarray) -> list[float]:
