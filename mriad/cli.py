@@ -11,7 +11,7 @@ import typer
 from mriad import __version__
 from mriad.commands import atlas as atlas_commands
 from mriad.commands import bundle as bundle_commands
-from mriad.commands import compare, evaluate, preprocess, reconstruct, split, synth, train
+from mriad.commands import compare, evaluate, preprocess, reconstruct, split, synth, train, variant
 from mriad.commands import detect as detect_commands
 from mriad.commands.common import OneLineErrors
 from mriad.infra.console import settings
@@ -65,6 +65,7 @@ app.command("split")(split.split_command)
 app.add_typer(atlas_commands.app, name="atlas")
 app.command("preprocess")(preprocess.preprocess_command)
 app.command("train", **train.COMMAND_SETTINGS)(train.train_command)
+app.command("variant")(variant.variant_command)
 app.command("reconstruct")(reconstruct.reconstruct_command)
 app.command("evaluate")(evaluate.evaluate_command)
 app.command("compare")(compare.compare_command)

@@ -88,7 +88,7 @@ def from_run(run: str | Path, which: str = "best") -> ModelSource:
     """A run folder's model (its ``<which>.pt`` checkpoint, loaded with ``weights_only``) and records."""
     from mriad.contracts.run_folder import RunFolder, calibrated_thresholds, model_identity
     from mriad.infra.io import safe_torch_load
-    from mriad.models.registry import get_model_class
+    from mriad.models.registry import get_model_class, test_time_config
 
     folder = RunFolder(run)
     config = folder.read_config()
@@ -104,7 +104,8 @@ def from_run(run: str | Path, which: str = "best") -> ModelSource:
             raise InputError(path, "not an mriad checkpoint (no state_dict)")
         if checkpoint.get("model") != name:
             raise InputError(path, f"checkpoint holds model {checkpoint.get('model')!r}, expected {name!r}")
-        model_config = dict(checkpoint.get("config", {}))
+        options = config.get("options") if isinstance(config.get("options"), dict) else {}
+        model_config = test_time_config(name, dict(checkpoint.get("config", {})), options)
         state_dict = dict(checkpoint["state_dict"])
         progress = {"epoch": checkpoint.get("epoch"), "step": checkpoint.get("step")}
     else:

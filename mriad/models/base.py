@@ -50,6 +50,9 @@ class AnomalyModel(nn.Module):
     accepts_mask: ClassVar[bool] = False
     # The keyword arguments configure_inference accepts (none by default).
     inference_options: ClassVar[tuple[str, ...]] = ()
+    # Options that only change how a trained network scores (never the weights): a run's config.json
+    # value wins over its checkpoint's, so `mriad variant` can give one network other test-time settings.
+    test_time_options: ClassVar[tuple[str, ...]] = ()
 
     def __init__(self, **config: Any):
         super().__init__()

@@ -94,6 +94,7 @@ class ConditionalDDPM(AnomalyModel):
     defaults: ClassVar[dict[str, Any]] = dict(_DEFAULTS)
     accepts_mask: ClassVar[bool] = True  # the brain mask bounds the Mahalanobis covariance
     inference_options: ClassVar[tuple[str, ...]] = ("precision", "channels_last", "compile", "max_chunk")
+    test_time_options: ClassVar[tuple[str, ...]] = ("t_test", *SCORING_DEFAULTS)
 
     def __init__(self, **config: Any):
         super().__init__(**config)

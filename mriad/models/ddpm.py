@@ -43,6 +43,13 @@ class DDPM(DiffusionModel):
         "sampling_steps": 250,
         "sampling_eta": 1.0,
     }
+    test_time_options: ClassVar[tuple[str, ...]] = (
+        *DiffusionModel.test_time_options,
+        "sampling",
+        "t_start",
+        "sampling_steps",
+        "sampling_eta",
+    )
 
     def __init__(self, **config: Any):
         super().__init__(**config)

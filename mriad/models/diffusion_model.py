@@ -43,6 +43,7 @@ class DiffusionModel(AnomalyModel):
     defaults: ClassVar[dict[str, Any]] = {**DIFFUSION_DEFAULTS, **SCORING_DEFAULTS}
     accepts_mask: ClassVar[bool] = True
     inference_options: ClassVar[tuple[str, ...]] = ("precision", "channels_last", "compile", "max_chunk")
+    test_time_options: ClassVar[tuple[str, ...]] = ("t_test", *SCORING_DEFAULTS)
 
     def __init__(self, **config: Any):
         super().__init__(**config)

@@ -51,6 +51,7 @@ class PatchedDDPM(DiffusionModel):
         **SCORING_DEFAULTS,
         **PATCH_ENSEMBLE_DEFAULTS,
     }
+    test_time_options: ClassVar[tuple[str, ...]] = (*DiffusionModel.test_time_options, *PATCH_ENSEMBLE_DEFAULTS)
 
     def __init__(self, **config: Any):
         super().__init__(**config)

@@ -43,10 +43,24 @@ def build_model(name: str, **overrides: Any) -> AnomalyModel:
     return get_model_class(name)(**overrides)
 
 
+def test_time_config(name: str, checkpoint_config: dict[str, Any], run_options: dict[str, Any]) -> dict[str, Any]:
+    """The checkpoint's config with the run's test-time options (``AnomalyModel.test_time_options``)
+    laid over it: the network comes from the checkpoint, how it scores from the run's config.json
+    (equal for a trained run; different for a ``mriad variant``)."""
+    keys = get_model_class(name).test_time_options
+    return {**checkpoint_config, **{key: run_options[key] for key in keys if key in run_options}}
+
+
 def load_checkpoint_model(
-    path: str | Path, device: str | torch.device = "cpu", expect_model: str | None = None
+    path: str | Path,
+    device: str | torch.device = "cpu",
+    expect_model: str | None = None,
+    run_options: dict[str, Any] | None = None,
 ) -> AnomalyModel:
-    """Rebuild a model from a checkpoint (``weights_only`` loading: no code is ever unpickled)."""
+    """Rebuild a model from a checkpoint (``weights_only`` loading: no code is ever unpickled).
+
+    ``run_options``: the run's options, whose test-time ones replace the checkpoint's (see
+    :func:`test_time_config`)."""
     from mriad.infra.io import safe_torch_load
 
     checkpoint = safe_torch_load(path, map_location=device)
@@ -58,6 +72,8 @@ def load_checkpoint_model(
     config = checkpoint.get("config", {})
     if not isinstance(config, dict):
         raise InputError(path, f"not an mriad checkpoint (its config is a {type(config).__name__}, not a dict)")
+    if run_options:
+        config = test_time_config(name, config, run_options)
     try:
         model = build_model(name, **config)
     except MriadError as exc:
@@ -84,4 +100,5 @@ def load_run_model(run: str | Path, which: str = "best", device: str | torch.dev
     if not cls.trainable:
         return cls(**config.get("options", {})).to(device).eval()
     path = folder.model_checkpoint(which) or folder.checkpoint(which)  # a missing file is refused by name
-    return load_checkpoint_model(path, device=device, expect_model=config["model"])
+    options = config.get("options") if isinstance(config.get("options"), dict) else None
+    return load_checkpoint_model(path, device=device, expect_model=config["model"], run_options=options)
