@@ -1,6 +1,8 @@
 """Loading preprocessed volumes of a split into tensors, and the volume <-> slices convention.
 
-A volume ``data[x, y, z]`` (axial = z) becomes slices ``(Z, 1, X, Y)``.
+A volume ``data[x, y, z]`` (axial = z) becomes slices ``(Z, 1, X, Y)``; a multi-channel image
+``data[x, y, z, c]`` (e.g. T2 + FLAIR, written by ``preprocess --modality t2,flair``) becomes
+``(Z, C, X, Y)``. Brain masks and segmentations stay 3D: one per subject, shared by its channels.
 """
 
 from __future__ import annotations
@@ -14,7 +16,7 @@ import pandas as pd
 import torch
 
 from mriad.contracts.manifest import blank
-from mriad.infra.errors import InputError
+from mriad.infra.errors import InputError, MriadError
 from mriad.infra.io import Volume, check_labels, check_same_grid, read_nifti
 
 # float32 rounding of a value written as 0 or 1 stays far inside this.
@@ -22,13 +24,49 @@ _RANGE_SLACK = 1e-5
 
 
 def volume_to_slices(volume: torch.Tensor) -> torch.Tensor:
-    """``(X, Y, Z)`` -> ``(Z, 1, X, Y)``."""
+    """``(X, Y, Z)`` -> ``(Z, 1, X, Y)``; ``(X, Y, Z, C)`` -> ``(Z, C, X, Y)``."""
+    if volume.dim() == 4:
+        return volume.permute(2, 3, 0, 1)
     return volume.permute(2, 0, 1).unsqueeze(1)
 
 
 def slices_to_volume(slices: torch.Tensor) -> torch.Tensor:
-    """``(Z, 1, X, Y)`` -> ``(X, Y, Z)``."""
+    """``(Z, 1, X, Y)`` -> ``(X, Y, Z)``; ``(Z, C, X, Y)`` with C > 1 -> ``(X, Y, Z, C)``."""
+    if slices.shape[1] > 1:
+        return slices.permute(2, 3, 0, 1)
     return slices[:, 0].permute(1, 2, 0)
+
+
+def image_channels(volume: Volume) -> int:
+    """How many channels a preprocessed image holds: 1 for a 3D image, C for ``(X, Y, Z, C)``."""
+    return 1 if volume.data.ndim == 3 else int(volume.data.shape[3])
+
+
+def spatial(volume: Volume) -> Volume:
+    """A 3D stand-in for ``volume`` on the same grid (its first channel): what masks are checked against."""
+    if volume.data.ndim == 3:
+        return volume
+    return Volume(data=volume.data[..., 0], affine=volume.affine, path=volume.path, note=volume.note)
+
+
+def read_image(path: Any, *, allow_empty: bool = False) -> Volume:
+    """A preprocessed image, 3D or multi-channel ``(X, Y, Z, C)``, refused outside [0, 1]."""
+    volume = read_nifti(path, allow_empty=allow_empty, channels=True)
+    check_intensity_range(volume)
+    return volume
+
+
+def check_channels(path: Any, found: int, expected: int, what: str) -> None:
+    """Refuse an image with another channel count than ``what`` (a model, a split) was made for.
+
+    A :class:`MriadError`, not an :class:`InputError`: the data and the model (or the rest of the
+    split) disagree, so it stops the stage instead of failing one subject after another.
+    """
+    if found != expected:
+        raise MriadError(
+            f"{path}: holds {found} channel(s) but {what} has {expected}: train and score on data "
+            "preprocessed with the same --modality list"
+        )
 
 
 def read_masks(
@@ -41,6 +79,7 @@ def read_masks(
     ``image > 0`` (the preprocessed background is exactly 0), unless ``require_mask``. Without a
     ``seg_path`` the lesion mask is None.
     """
+    image = spatial(image)  # masks are 3D, shared by every channel
     if not blank(mask_path):
         volume = read_nifti(mask_path, allow_empty=True)
         check_same_grid(image, volume)
@@ -78,7 +117,8 @@ def check_intensity_range(volume: Volume) -> None:
 
 @dataclass
 class SplitData:
-    """Volumes of one split, stacked: images ``(V, X, Y, Z)`` float32, masks/segs uint8 or None."""
+    """Volumes of one split, stacked: images ``(V, X, Y, Z)`` float32 (``(V, X, Y, Z, C)`` for C > 1
+    channels), masks/segs ``(V, X, Y, Z)`` uint8 or None."""
 
     subjects: list[str]
     images: torch.Tensor
@@ -87,16 +127,22 @@ class SplitData:
     affines: list[np.ndarray]
     rows: pd.DataFrame
 
+    @property
+    def channels(self) -> int:
+        return 1 if self.images.dim() == 4 else int(self.images.shape[4])
+
 
 def load_volumes(rows: pd.DataFrame, *, with_seg: bool = False, device: Any = "cpu") -> SplitData:
-    """Read every subject's image and mask (and seg) once; refuse volumes on different grids."""
+    """Read every subject's image and mask (and seg) once; refuse volumes on different grids or with
+    different channel counts."""
     images, masks, segs, affines = [], [], [], []
     reference_shape: Sequence[int] | None = None
     for row in rows.itertuples(index=False):
-        image = read_nifti(row.image)
-        check_intensity_range(image)
+        image = read_image(row.image)
         if reference_shape is None:
             reference_shape = image.shape
+        elif image.shape[3:] != tuple(reference_shape[3:]):
+            check_channels(row.image, image_channels(image), (tuple(reference_shape[3:]) or (1,))[0], "the split")
         elif image.shape != tuple(reference_shape):
             raise InputError(row.image, f"shape {image.shape} differs from the split's {tuple(reference_shape)}")
         mask_array, seg_array = read_masks(image, row.mask, row.seg if with_seg else None)
@@ -104,7 +150,7 @@ def load_volumes(rows: pd.DataFrame, *, with_seg: bool = False, device: Any = "c
         masks.append(mask_array)
         affines.append(image.affine)
         if with_seg:
-            segs.append(seg_array if seg_array is not None else np.zeros(image.shape, dtype=bool))
+            segs.append(seg_array if seg_array is not None else np.zeros(image.shape[:3], dtype=bool))
     pin = torch.device(device).type == "cuda"
     image_tensor = torch.from_numpy(np.stack(images).astype(np.float32))
     mask_tensor = torch.from_numpy(np.stack(masks).astype(np.uint8))

@@ -185,6 +185,11 @@ def detect(
     result = DetectResult(out=out, failures=list(problems))
     with folder_lock(out, "detect"):
         model = source.build(torch.device(device)) if subjects else None
+        if model is not None and int(model.config.get("in_channels", 1)) > 1:  # detect reads one scan per subject
+            raise MriadError(
+                f"{source.path}: model {source.model_name} takes {model.config['in_channels']} channels; "
+                "detect scores single-modality scans only (use preprocess --modality LIST + reconstruct/evaluate)"
+            )
         for subject in track(subjects, total=len(subjects), description="detect", unit="scan"):
             try:
                 result.summaries.append(detect_one(subject, model, source, settings, out))

@@ -194,10 +194,13 @@ def _pick_affine(img: Any, path: Path) -> tuple[np.ndarray, str]:
     return affine, note
 
 
-def read_nifti(path: str | Path, *, allow_empty: bool = False, dtype: Any = np.float32) -> Volume:
+def read_nifti(
+    path: str | Path, *, allow_empty: bool = False, dtype: Any = np.float32, channels: bool = False
+) -> Volume:
     """Read and validate a 3D NIfTI image.
 
-    Accepted: 3D images, and 4D images whose trailing dimensions are 1 (squeezed). Refused with an
+    Accepted: 3D images, and 4D images whose trailing dimensions are 1 (squeezed); with ``channels``
+    also 4D images ``(X, Y, Z, C)``, a preprocessed multi-channel image (docs/CONTRACTS.md). Refused with an
     :class:`InputError` naming the file: unreadable or truncated files, other 4D or 2D images,
     NaN/Inf voxels, an unusable scale factor (see :func:`_check_scale_factor`), and (unless
     ``allow_empty``) all-zero images.
@@ -217,10 +220,10 @@ def read_nifti(path: str | Path, *, allow_empty: bool = False, dtype: Any = np.f
     shape = img.shape
     while len(shape) > 3 and shape[-1] == 1:
         shape = shape[:-1]
-    if len(shape) != 3:
+    if len(shape) != 3 and not (channels and len(shape) == 4):
         kind = "2D" if len(shape) < 3 else f"{len(shape)}D"
         raise InputError(path, f"expected a 3D image, got a {kind} image of shape {tuple(img.shape)}")
-    if min(shape) < 2:
+    if min(shape[:3]) < 2:
         raise InputError(path, f"expected a 3D image, got shape {tuple(img.shape)} (a 2D slice?)")
     _check_voxel_type(img, path)
     try:

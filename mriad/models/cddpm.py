@@ -11,7 +11,9 @@ Reconstruction: the encoder sees the clean test slice once; the noise ensemble r
 t = 250, 500 and 750 (a fresh noise field each) and averages the reconstructions (cDDPM's
 ``noise_ensemble``); one network call per slice and level (3 per slice), plus one encoder call.
 The ensemble and scoring options of :mod:`mriad.models.ensemble` apply (e.g. ``scoring=mahalanobis``).
-No patching.
+No patching. Multi-channel input (``in_channels`` C > 1, set by ``train`` from the data): the
+encoder, the UNet's input and its prediction have C channels; the anomaly map is the channel mean
+of the per-channel score (:func:`mriad.models.diffusion_model.channel_mean`).
 
 Optional encoder pretraining (``pretrain_steps`` > 0): the first steps of training optimise the
 encoder with masked image modelling (65 % of the patches masked, see the encoder module for where
@@ -29,6 +31,7 @@ middle block, as for pDDPM). Reference training settings: lr 1e-4, batch 32, cos
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from typing import Any, ClassVar
 
 import torch
@@ -37,6 +40,7 @@ from torch import nn
 from mriad.infra.errors import MriadError
 from mriad.models.base import AnomalyModel
 from mriad.models.diffusion import NOISES, SCHEDULES, DiffusionProcess, from_model_space, to_model_space
+from mriad.models.diffusion_model import CHANNEL_DEFAULTS, channel_mean
 from mriad.models.encoder import MaskedImageModelling, ResNetEncoder
 from mriad.models.ensemble import SCORING_DEFAULTS, EnsemblePlan, Member
 from mriad.models.patches import chunk_size
@@ -73,6 +77,7 @@ _DEFAULTS: dict[str, Any] = {
     "batch_size": 32,
     "epochs": 1200,
     "val_every": 10,
+    **CHANNEL_DEFAULTS,
 }
 
 
@@ -102,10 +107,12 @@ class ConditionalDDPM(AnomalyModel):
         for key, allowed in (("schedule", SCHEDULES), ("noise", NOISES)):
             if c[key] not in allowed:
                 raise MriadError(f"model {self.name}: {key} must be one of {', '.join(allowed)}, got {c[key]!r}")
-        base, groups = int(c["base_channels"]), int(c["groups"])
+        base, groups, channels = int(c["base_channels"]), int(c["groups"]), int(c["in_channels"])
+        if channels < 1:
+            raise MriadError(f"model {self.name}: in_channels must be at least 1, got {channels}")
         self.net = UNet(
-            in_channels=1,
-            out_channels=1,
+            in_channels=channels,
+            out_channels=channels,
             base_channels=base,
             channel_mult=tuple(int(m) for m in c["channel_mult"]),
             num_res_blocks=int(c["num_res_blocks"]),
@@ -115,9 +122,8 @@ class ConditionalDDPM(AnomalyModel):
             resblock_updown=bool(c["resblock_updown"]),
         )
         cond_dim = int(c["cond_dim"])
-        self.encoder = ResNetEncoder(
-            1, tuple(int(w) for w in c["encoder_widths"]), tuple(int(b) for b in c["encoder_blocks"]), cond_dim, groups
-        )
+        widths, blocks = tuple(int(w) for w in c["encoder_widths"]), tuple(int(b) for b in c["encoder_blocks"])
+        self.encoder = ResNetEncoder(channels, widths, blocks, cond_dim, groups)
         emb_dim = 4 * base
         # Zero-initialised output: a fresh model starts as the unconditioned DDPM.
         last = nn.Linear(emb_dim, emb_dim)
@@ -165,6 +171,19 @@ class ConditionalDDPM(AnomalyModel):
             return self.mim.loss(x0, generator)
         return self.diffusion_loss(x0, generator)
 
+    def training_probes(
+        self, batch: torch.Tensor, generator: torch.Generator | None = None
+    ) -> Iterator[torch.Tensor]:
+        """The diffusion loss's forward with Gaussian noise at t = 0 (neither changes what autograd
+        keeps, and simplex noise is drawn on the host, which the "meta" device has not), then the
+        pretraining loss when there is one; no augmentation, no step counted."""
+        x0 = to_model_space(batch.float())
+        t = torch.zeros(x0.shape[0], dtype=torch.long, device=x0.device)
+        x_t = self.process.q_sample(x0, t, torch.randn(x0.shape, generator=generator, device=x0.device))
+        yield (self.net(x_t, t, cond=self.condition(x0)).float() - x0).abs().mean()
+        if self.mim is not None:
+            yield self.mim.loss(x0, generator)
+
     @torch.no_grad()
     def validation_loss(self, batch: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
         return self.diffusion_loss(to_model_space(batch.float()), generator)  # healthy slices as they are
@@ -207,7 +226,8 @@ class ConditionalDDPM(AnomalyModel):
     def score_slices(
         self, x: torch.Tensor, generator: torch.Generator | None = None, mask: torch.Tensor | None = None
     ) -> tuple[torch.Tensor, torch.Tensor]:
-        """``(x_hat, score)`` for slices ``(N, 1, H, W)``: the ensemble of :attr:`plan`, one encoding per slice."""
+        """``(x_hat, score)`` for slices ``(N, C, H, W)``: the ensemble of :attr:`plan`, one encoding per slice;
+        ``score`` ``(N, 1, H, W)`` is the channel mean of the per-channel scores."""
         device = next(self.parameters()).device
         x = x.to(device).float()
         if generator is None:
@@ -223,7 +243,8 @@ class ConditionalDDPM(AnomalyModel):
             x_t = self.process.q_sample(x0, torch.full((x0.shape[0],), index, device=device, dtype=torch.long), eps)
             return from_model_space(self._denoise(x_t, index, cond, chunk))
 
-        return self.plan.run(x, member_reconstruction, None if mask is None else mask.to(device))
+        x_hat, score = self.plan.run(x, member_reconstruction, None if mask is None else mask.to(device))
+        return x_hat, channel_mean(score)
 
     @torch.no_grad()
     def score_volumes(
@@ -236,6 +257,10 @@ class ConditionalDDPM(AnomalyModel):
     @torch.no_grad()
     def reconstruct(self, x: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
         return self.score_slices(x, generator)[0]
+
+    def inference_bytes(self, height: int, width: int) -> int:
+        """Per network input, as for the other diffusion models (the encoder's call is smaller)."""
+        return unet_inference_bytes(height, width, int(self.config["base_channels"]))
 
     def max_batch(self, height: int, width: int, memory_bytes: int | None = None) -> int:
         per_input = unet_inference_bytes(height, width, int(self.config["base_channels"]))

@@ -17,7 +17,7 @@ import torch
 
 from mriad.infra.errors import MriadError
 from mriad.models.diffusion import DIFFUSION_DEFAULTS, from_model_space, to_model_space
-from mriad.models.diffusion_model import DiffusionModel
+from mriad.models.diffusion_model import CHANNEL_DEFAULTS, DiffusionModel
 from mriad.models.ensemble import SCORING_DEFAULTS, Member
 from mriad.models.sampling import iterative_denoise
 
@@ -42,6 +42,7 @@ class DDPM(DiffusionModel):
         "t_start": 250,
         "sampling_steps": 250,
         "sampling_eta": 1.0,
+        **CHANNEL_DEFAULTS,
     }
     test_time_options: ClassVar[tuple[str, ...]] = (
         *DiffusionModel.test_time_options,

@@ -12,6 +12,11 @@ network (their pixels are never scored).
 
 :class:`DiffusionModel` is the shared part; pDDPM (:mod:`mriad.models.pddpm`) adds the box options,
 DDPM (:mod:`mriad.models.ddpm`) is the same model with one box covering the slice.
+
+Multi-channel input (``in_channels`` C > 1, e.g. T2 + FLAIR; ``train`` sets it from the data):
+the network sees and predicts all C channels, every channel of a box is noised (its own noise
+field per channel), and the anomaly map is the channel mean of the per-channel score (residual
+or Mahalanobis: :func:`channel_mean`), one map per slice as for single-channel data.
 """
 
 from __future__ import annotations
@@ -36,11 +41,20 @@ from mriad.models.unet import UNet
 from mriad.runtime.inference import InferenceExecutor, chunk_limit
 from mriad.runtime.memory import TrainingMemory, unet_inference_bytes, unet_training_memory
 
+# Input channels of the network; `train` sets it from the data (1 for a 3D image.nii.gz).
+CHANNEL_DEFAULTS: dict[str, Any] = {"in_channels": 1}
+
+
+def channel_mean(score: torch.Tensor, dim: int = -3) -> torch.Tensor:
+    """One anomaly map from per-channel maps: the mean over the channel axis (``(..., C, H, W)`` ->
+    ``(..., 1, H, W)``); a one-channel map is returned as it is (bit-identical)."""
+    return score if score.shape[dim] == 1 else score.mean(dim=dim, keepdim=True)
+
 
 class DiffusionModel(AnomalyModel):
     """Shared implementation of pDDPM and DDPM; subclasses decide which boxes are noised."""
 
-    defaults: ClassVar[dict[str, Any]] = {**DIFFUSION_DEFAULTS, **SCORING_DEFAULTS}
+    defaults: ClassVar[dict[str, Any]] = {**DIFFUSION_DEFAULTS, **SCORING_DEFAULTS, **CHANNEL_DEFAULTS}
     accepts_mask: ClassVar[bool] = True
     inference_options: ClassVar[tuple[str, ...]] = ("precision", "channels_last", "compile", "max_chunk")
     test_time_options: ClassVar[tuple[str, ...]] = ("t_test", *SCORING_DEFAULTS)
@@ -52,9 +66,11 @@ class DiffusionModel(AnomalyModel):
         self._check_choice("noise", NOISES)
         if not 1 <= int(c["t_test"]) <= int(c["timesteps"]):
             raise MriadError(f"model {self.name}: t_test must lie in 1..{c['timesteps']}, got {c['t_test']}")
+        if int(c["in_channels"]) < 1:
+            raise MriadError(f"model {self.name}: in_channels must be at least 1, got {c['in_channels']}")
         self.net = UNet(
-            in_channels=1,
-            out_channels=1,
+            in_channels=int(c["in_channels"]),
+            out_channels=int(c["in_channels"]),
             base_channels=int(c["base_channels"]),
             channel_mult=tuple(int(m) for m in c["channel_mult"]),
             num_res_blocks=int(c["num_res_blocks"]),
@@ -72,8 +88,11 @@ class DiffusionModel(AnomalyModel):
         self.plan = EnsemblePlan.from_config(c, self.name, self.ensemble_patch_size())
 
     @classmethod
-    def estimate_training_memory(cls, config: dict[str, Any], batch: int, height: int, width: int) -> TrainingMemory:
-        """Counted on a copy built on the "meta" device: nothing is allocated, whatever the size."""
+    def estimate_training_memory(
+        cls, config: dict[str, Any], batch: int, height: int, width: int, *, channels: int = 1, depth: int = 1
+    ) -> TrainingMemory:
+        """Counted on a copy built on the "meta" device: nothing is allocated, whatever the size
+        (the UNet's stem gives the channels; slices only, so ``depth`` is unused)."""
         with torch.device("meta"):
             model = cls(**config)
         return unet_training_memory(model.net, batch, height, width)
@@ -157,7 +176,7 @@ class DiffusionModel(AnomalyModel):
         mask: torch.Tensor | None = None,
         member: Member | None = None,
     ) -> torch.Tensor:
-        """Reconstruct slices ``(N, 1, H, W)`` (not clipped to [0, 1]): all boxes x all slices, batched, stitched.
+        """Reconstruct slices ``(N, C, H, W)`` (not clipped to [0, 1]): all boxes x all slices, batched, stitched.
 
         ``generator`` fixes the noise (default: a generator seeded with 0, so results repeat).
         ``mask`` (N, 1, H, W), optional: boxes without any brain voxel skip the network and keep the
@@ -215,15 +234,19 @@ class DiffusionModel(AnomalyModel):
     def score_volumes(
         self, volumes: torch.Tensor, generator: torch.Generator | None = None, mask: torch.Tensor | None = None
     ) -> tuple[torch.Tensor, torch.Tensor]:
-        """``(x_hat, score)``: one reconstruction and its residual, or the ensemble of :attr:`plan`."""
+        """``(x_hat, score)``: one reconstruction and its residual, or the ensemble of :attr:`plan`.
+
+        ``x_hat`` has the input's C channels, ``score`` one (the channel mean, :func:`channel_mean`).
+        """
         if self.plan.is_single():
-            return super().score_volumes(volumes, generator, mask)
+            x_hat, score = super().score_volumes(volumes, generator, mask)
+            return x_hat, channel_mean(score)
         x = volumes.flatten(0, 1).to(next(self.parameters()).device).float()
         flat_mask = None if mask is None else mask.flatten(0, 1).to(x.device)
         if generator is None:
             generator = torch.Generator(device=x.device).manual_seed(0)
         x_hat, score = self.plan.run(x, lambda m: self.reconstruct(x, generator, flat_mask, member=m), flat_mask)
-        return x_hat.unflatten(0, volumes.shape[:2]), score.unflatten(0, volumes.shape[:2])
+        return x_hat.unflatten(0, volumes.shape[:2]), channel_mean(score).unflatten(0, volumes.shape[:2])
 
     def inference_chunk(self, pairs: int, height: int, width: int) -> int:
         """Network inputs per call when reconstructing ``pairs`` (slice, box) pairs (see chunk_size)."""

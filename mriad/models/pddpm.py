@@ -22,7 +22,7 @@ import torch
 
 from mriad.infra.errors import MriadError
 from mriad.models.diffusion import DIFFUSION_DEFAULTS, LOSS_NORMALISATIONS, draw_device
-from mriad.models.diffusion_model import DiffusionModel
+from mriad.models.diffusion_model import CHANNEL_DEFAULTS, DiffusionModel
 from mriad.models.ensemble import PATCH_ENSEMBLE_DEFAULTS, SCORING_DEFAULTS, Member
 from mriad.models.patches import grid_boxes, random_boxes
 
@@ -50,6 +50,7 @@ class PatchedDDPM(DiffusionModel):
         **DIFFUSION_DEFAULTS,
         **SCORING_DEFAULTS,
         **PATCH_ENSEMBLE_DEFAULTS,
+        **CHANNEL_DEFAULTS,
     }
     test_time_options: ClassVar[tuple[str, ...]] = (*DiffusionModel.test_time_options, *PATCH_ENSEMBLE_DEFAULTS)
 

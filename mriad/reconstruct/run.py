@@ -19,7 +19,7 @@ import numpy as np
 import pandas as pd
 import torch
 
-from mriad.contracts.data import check_intensity_range
+from mriad.contracts.data import check_channels, image_channels, read_image
 from mriad.contracts.manifest import read_manifest, select_split
 from mriad.contracts.recon_records import input_digests, recon_mismatch, write_recon_record
 from mriad.contracts.run_folder import RunFolder, model_identity, read_run_config, resolve_manifest
@@ -92,19 +92,22 @@ def _read_mask(row: Any, image: Any) -> np.ndarray | None:
     except InputError as exc:
         warn(f"{row.subject_id}: mask not used ({exc}); reconstructing every box")
         return None
-    if mask.shape != image.shape:
-        warn(f"{row.subject_id}: mask shape {mask.shape} differs from the image's {image.shape}; not used")
+    if mask.shape != image.shape[:3]:
+        warn(f"{row.subject_id}: mask shape {mask.shape} differs from the image's {image.shape[:3]}; not used")
         return None
     brain = mask.data > 0.5
     return brain if brain.any() else None
 
 
-def _load_group(rows: list[Any], use_mask: bool) -> tuple[list[_Loaded], list[tuple[str, str]]]:
+def _load_group(rows: list[Any], use_mask: bool, model: Any) -> tuple[list[_Loaded], list[tuple[str, str]]]:
+    """The group's scans (and masks); a bad scan is a failure of its subject, while a scan with
+    another channel count than the model's stops the stage (the data and the run disagree)."""
     loaded, failed = [], []
+    channels = int(model.config.get("in_channels", 1))
     for row in rows:
         try:
-            image = read_nifti(row.image)
-            check_intensity_range(image)
+            image = read_image(row.image)
+            check_channels(row.image, image_channels(image), channels, f"model {model.name}")
             loaded.append(_Loaded(row, image, _read_mask(row, image) if use_mask else None))
         except InputError as exc:
             failed.append((str(row.subject_id), str(exc)))
@@ -223,11 +226,11 @@ def _reconstruct_rows(
         generator = torch.Generator(device=device)
         with ThreadPoolExecutor(max_workers=2) as pool:
             pending_writes: list[Future] = []
-            next_group = pool.submit(_load_group, groups[0][1], use_mask)
+            next_group = pool.submit(_load_group, groups[0][1], use_mask, model)
             for index in track(range(len(groups)), description=f"reconstructing {split}", unit="group"):
                 loaded, failed = next_group.result()
                 if index + 1 < len(groups):  # read the next group while the device works on this one
-                    next_group = pool.submit(_load_group, groups[index + 1][1], use_mask)
+                    next_group = pool.submit(_load_group, groups[index + 1][1], use_mask, model)
                 result.failures.extend(failed)
                 if not loaded:
                     continue
@@ -289,10 +292,12 @@ def _reconstruct_group(
     check_inference_memory(model, tuple(stack.shape), device)  # one line when even one box per call cannot fit
     with torch.inference_mode():
         x_hat, score = model.score_volumes(stack, generator, mask=masks)
-        # One device-to-host copy of the group's results, not one per subject.
-        both = torch.stack([x_hat, score]).float().cpu()
-    recs = [slices_to_volume(r).numpy() for r in both[0]]
-    scores = [slices_to_volume(s).numpy() for s in both[1]]
+        # One device-to-host copy of the group's results, not one per subject: (V, S, C + 1, H, W),
+        # the C channels of the reconstruction (written 4D when C > 1), then the one score map.
+        both = torch.cat([x_hat.float(), score.float()], dim=2).cpu()
+    channels = x_hat.shape[2]
+    recs = [slices_to_volume(r[:, :channels]).numpy() for r in both]
+    scores = [slices_to_volume(s[:, channels:]).numpy() for s in both]
     return recs, scores
 
 

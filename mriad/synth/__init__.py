@@ -12,6 +12,11 @@ Two outputs:
 - preprocessed: the contract's ready 96x96x50 volumes and an already split ``OUT/manifest.csv``,
   the input of ``mriad train``.
 
+Several modalities (``modality="t2,flair"``): the same subjects (pose, warp, bias, lesions) in each
+contrast; the first modality's images are exactly the single-modality ones. Preprocessed: one 4D
+``image.nii.gz`` ``(X, Y, Z, C)`` per subject, each channel normalised on its own, and a manifest
+column ``channels`` (e.g. ``t2,flair``); raw: the BraTS layout only, one file per modality.
+
 Deterministic: subject ``i`` of a group draws from ``np.random.default_rng([seed, group, i])``
 (group 0 healthy, 1 lesion), so the same seed gives byte-identical files and adding subjects never
 changes the existing ones.
@@ -42,7 +47,7 @@ from mriad.synth.layouts import (
 from mriad.synth.lesions import LESION_KINDS
 from mriad.synth.subject import Rendered, SubjectPlan, normalise, render, to_scanner_units
 
-__all__ = ["LAYOUTS", "MODALITIES", "SynthResult", "synthesize", "min_healthy_for_splits"]
+__all__ = ["LAYOUTS", "MODALITIES", "SynthResult", "synthesize", "min_healthy_for_splits", "parse_modalities"]
 
 
 @dataclass
@@ -88,16 +93,31 @@ def _plans(healthy: int, lesions: int, layout: str, seed: int) -> list[tuple[Sub
     return plans
 
 
+def parse_modalities(modality: str) -> tuple[str, ...]:
+    """``"t2,flair"`` -> ``("t2", "flair")``: known modalities, each once (the first is the reference)."""
+    names = tuple(part.strip().lower() for part in str(modality).split(","))
+    for name in names:
+        if name not in MODALITIES:
+            raise MriadError(f"synth: unknown modality {name!r}; choose one of {', '.join(MODALITIES)} (or a list)")
+    if len(set(names)) != len(names):
+        raise MriadError(f"synth: --modality {modality!r} names a modality twice")
+    return names
+
+
 def _check(out: Path, healthy: int, lesions: int, layout: str, preprocessed: bool, modality: str) -> None:
     if layout not in LAYOUTS:
         raise MriadError(f"synth: unknown layout {layout!r}; choose one of {', '.join(LAYOUTS)}")
-    if modality not in MODALITIES:
-        raise MriadError(f"synth: unknown modality {modality!r}; choose one of {', '.join(MODALITIES)}")
+    modalities = parse_modalities(modality)
+    if len(modalities) > 1 and not preprocessed and (layout != "brats" or healthy):
+        raise MriadError(
+            "synth: raw multi-modality scans are written in the BraTS layout only (one file per modality): "
+            "use --layout brats --healthy 0, or --preprocessed"
+        )
     if healthy < 0 or lesions < 0 or healthy + lesions == 0:
         raise MriadError(f"synth: need at least one subject (got --healthy {healthy} --lesions {lesions})")
     if layout == "ixi" and lesions:
         raise MriadError("synth: layout ixi holds healthy scans only; use --layout brats or mslub for lesions")
-    if modality == "flair" and healthy and not preprocessed:
+    if "flair" in modalities and healthy and not preprocessed:
         raise MriadError(
             "synth: IXI has no FLAIR scans, so raw healthy FLAIR files would have no real counterpart; "
             "use --healthy 0, another --modality, or --preprocessed"
@@ -143,8 +163,9 @@ def _synthesize(
     start = time.perf_counter()
     atlas = atlas_arrays()
     rows: list[dict[str, object]] = []
+    first, *others = parse_modalities(modality)
     for plan, rng in track(_plans(healthy, lesions, layout, seed), description="synth", unit="subject"):
-        rendered = render(plan, rng, atlas, modality, preprocessed)
+        rendered = render(plan, rng, atlas, first, preprocessed, others)
         if preprocessed:
             rows.append(_write_preprocessed(out, plan, rendered, seed, modality))
         else:
@@ -187,13 +208,16 @@ def _write(path: Path, data: np.ndarray, affine: np.ndarray, dtype: type = np.fl
 def _write_preprocessed(out: Path, plan: SubjectPlan, rendered: Rendered, seed: int, modality: str) -> dict:
     paths = preprocessed_paths(out, plan.naming)
     affine = rendered.grid.affine
-    _write(paths["image"], normalise(rendered.image, rendered.brain), affine)
+    image = normalise(rendered.image, rendered.brain)
+    if rendered.others:  # channels last: (X, Y, Z, C), each normalised on its own
+        image = np.stack([image, *(normalise(other, rendered.brain) for other in rendered.others)], axis=-1)
+    _write(paths["image"], image, affine)
     _write(paths["mask"], rendered.brain, affine, dtype=np.uint8)
     seg = ""
     if rendered.labels is not None:
         _write(paths["seg"], (rendered.labels > 0).astype(np.uint8), affine, dtype=np.uint8)
         seg = str(paths["seg"].resolve())
-    return {
+    row = {
         "subject_id": plan.naming.subject,
         "dataset": plan.naming.dataset,
         "split": "",
@@ -206,13 +230,19 @@ def _write_preprocessed(out: Path, plan: SubjectPlan, rendered: Rendered, seed: 
         "sex": plan.sex,
         "source": f"synth:{modality}:seed{seed}",
     }
+    if rendered.others:
+        row["channels"] = ",".join(parse_modalities(modality))
+    return row
 
 
 def _write_raw(out: Path, plan: SubjectPlan, rendered: Rendered, rng: np.random.Generator, modality: str) -> dict:
-    paths = raw_paths(out, plan.naming, modality)
+    first, *others = parse_modalities(modality)
+    paths = raw_paths(out, plan.naming, first)
     truth = truth_paths(out, plan.naming)
     affine = rendered.grid.affine
     _write(paths["image"], to_scanner_units(rendered.image, rng), affine, dtype=np.int16)
+    for other, image in zip(others, rendered.others, strict=True):  # BraTS layout: <subject>_<modality>.nii.gz
+        _write(raw_paths(out, plan.naming, other)["image"], to_scanner_units(image, rng), affine, dtype=np.int16)
     _write(truth["brainmask"], rendered.brain, affine, dtype=np.uint8)
     row: dict[str, object] = {
         "subject_id": plan.naming.subject,

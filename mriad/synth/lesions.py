@@ -186,6 +186,23 @@ def draw(kind: str, rng: np.random.Generator, atlas: AtlasArrays, modality: str)
     return ms_lesions(rng, atlas, modality)
 
 
+def recolour(box: LesionBox, source: str, target: str) -> LesionBox:
+    """The same lesion (shape, labels, texture) in the contrast of modality ``target``.
+
+    Each voxel's intensity is scaled by the ratio of the two modalities' levels of its label (tumours:
+    oedema 2, enhancing rim 4, core 1; MS: one level), so the lesion sits in the same place with
+    the other contrast (multi-channel synthesis, e.g. T2 + FLAIR). Necrosis, drawn inside the core,
+    takes the core's ratio: an approximation, not a tissue model.
+    """
+    if box.kind == "ms":
+        ratio = np.float32(LEVELS[target]["ms"] / LEVELS[source]["ms"])
+        return LesionBox(box.kind, box.offset, box.frac, (box.value * ratio).astype(np.float32), box.labels)
+    ratios = np.full(box.labels.shape, LEVELS[target]["oedema"] / LEVELS[source]["oedema"], np.float32)
+    for label, level in ((4, "ring"), (1, "core")):
+        ratios[box.labels == label] = LEVELS[target][level] / LEVELS[source][level]
+    return LesionBox(box.kind, box.offset, box.frac, (box.value * ratios).astype(np.float32), box.labels)
+
+
 def apply(box: LesionBox, warp: Warp, image: np.ndarray, brain: np.ndarray) -> np.ndarray:
     """Blend the lesion into ``image`` (in place) and return its labels on the output grid.
 

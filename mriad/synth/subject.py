@@ -6,7 +6,9 @@ same random numbers in the same order, hence byte-identical files.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any
 
 import numpy as np
 
@@ -69,12 +71,23 @@ class Rendered:
     brain: np.ndarray  # uint8 brain mask
     labels: np.ndarray | None  # uint8 lesion labels (BraTS labels for tumours), None if healthy
     grid: OutGrid
+    others: list[np.ndarray] = field(default_factory=list)  # further modalities of the same subject, in order
 
 
 def render(
-    plan: SubjectPlan, rng: np.random.Generator, atlas: AtlasArrays, modality: str, preprocessed: bool
+    plan: SubjectPlan,
+    rng: np.random.Generator,
+    atlas: AtlasArrays,
+    modality: str,
+    preprocessed: bool,
+    others: Sequence[str] = (),
 ) -> Rendered:
-    """Draw one subject. Skull-stripped output for the preprocessed layout and for BraTS."""
+    """Draw one subject. Skull-stripped output for the preprocessed layout and for BraTS.
+
+    ``others``: further modalities of the same subject (same pose, warp, bias field and lesion, its
+    own contrast jitter and noise), drawn after the first modality is complete, so the first one is
+    the single-modality subject, byte for byte.
+    """
     dataset = plan.naming.dataset
     profile = PROFILES["preprocessed" if preprocessed else dataset]
     pose = random_pose(rng, atlas, rotation_deg=profile.rotation_deg, scale=profile.scale, shift_mm=profile.shift_mm)
@@ -95,28 +108,53 @@ def render(
     image = render_tissue(
         atlas, warp.coords, contrast, brain_frac, block, head_block, smooth=preprocessed, with_head=not stripped
     )
-    labels = None
+    labels, placed = None, None
     if plan.lesion_kind:
         for _ in range(LESION_ATTEMPTS):
             box = lesions.draw(plan.lesion_kind, rng, atlas, modality)
             trial = image.copy()
             labels = lesions.apply(box, warp, trial, brain_frac)
             if int(np.count_nonzero(labels)) >= profile.min_lesion_voxels:
-                image = trial
+                image, placed = trial, box
                 break
         else:
             raise MriadError(f"synth: could not place a visible lesion in {plan.naming.subject}; try another --seed")
-    image *= np.exp(warp.log_bias)
-    sigma = rng.uniform(*profile.noise) * float(contrast.brain_y.max())
     brain = (brain_frac > 0.5).astype(np.uint8)
-    if stripped:
-        # Skull-stripped: noise only matters inside the brain block; everything else stays 0.
-        if block is not None:
-            image[block] = rician(image[block], sigma, rng)
-        image *= brain
-    else:
-        image = rician(image, sigma, rng)
-    return Rendered(image=image, brain=brain, labels=labels, grid=grid)
+    finish = _Finish(rng, warp.log_bias, profile.noise, brain, block, stripped)
+    image = finish(image, contrast)
+    extra = []
+    for other in others:
+        tissue = random_contrast(other, rng, atlas)
+        channel = render_tissue(
+            atlas, warp.coords, tissue, brain_frac, block, head_block, smooth=preprocessed, with_head=not stripped
+        )
+        if placed is not None:
+            lesions.apply(lesions.recolour(placed, modality, other), warp, channel, brain_frac)
+        extra.append(finish(channel, tissue))
+    return Rendered(image=image, brain=brain, labels=labels, grid=grid, others=extra)
+
+
+@dataclass
+class _Finish:
+    """Bias field, Rician noise and skull stripping of one rendered contrast (the last draws of a channel)."""
+
+    rng: np.random.Generator
+    log_bias: np.ndarray
+    noise: tuple[float, float]
+    brain: np.ndarray
+    block: Any
+    stripped: bool
+
+    def __call__(self, image: np.ndarray, contrast: Any) -> np.ndarray:
+        image *= np.exp(self.log_bias)
+        sigma = self.rng.uniform(*self.noise) * float(contrast.brain_y.max())
+        if self.stripped:
+            # Skull-stripped: noise only matters inside the brain block; everything else stays 0.
+            if self.block is not None:
+                image[self.block] = rician(image[self.block], sigma, self.rng)
+            image *= self.brain
+            return image
+        return rician(image, sigma, self.rng)
 
 
 def normalise(image: np.ndarray, mask: np.ndarray) -> np.ndarray:

@@ -151,7 +151,8 @@ class _Trainer:
             return FitResult(run.root, self.cls(**options), 0, 0, None, True)
 
         train_data, val_data = self._load_data()  # first: the memory check needs the slice size
-        guard_training(self.cls, options, tuple(train_data.slices.shape), self.device)  # one line if it cannot fit
+        options = self._with_channels(options, train_data, val_data, resumed=existing is not None)
+        guard_training(self.cls, options, tuple(train_data.slices.shape), self.device, depth=train_data.depth)
         torch.manual_seed(self.seed)  # identical initial weights on every rank
         model = self.cls(**options).to(self.device)
         if self.device.type == "cuda":
@@ -252,6 +253,36 @@ class _Trainer:
                 f"{self.spec.min_brain_fraction:g} of the largest); they come from patients, not healthy subjects"
             )
         return DeviceSlices.from_split(data, usable)
+
+    def _with_channels(
+        self, options: dict[str, Any], train: DeviceSlices, val: DeviceSlices | None, *, resumed: bool
+    ) -> dict[str, Any]:
+        """The data's channel count (T2 + FLAIR: 2) as the model's ``in_channels``, recorded in config.json.
+
+        Refused in one line: multi-channel data for a model without ``in_channels`` (the baselines),
+        a validation split with another count, and data that disagree with an explicit
+        ``--set in_channels`` or with the run being resumed.
+        """
+        channels = int(train.slices.shape[1])
+        if val is not None and int(val.slices.shape[1]) != channels:
+            raise MriadError(
+                f"{self.data}: {self.dataset}-val holds {int(val.slices.shape[1])} channel(s), "
+                f"{self.dataset}-train {channels}"
+            )
+        if "in_channels" not in options:
+            if channels != 1:
+                raise MriadError(
+                    f"{self.data}: the images hold {channels} channels, but model {self.name} takes "
+                    "single-channel images only (multi-channel models: pddpm, ddpm, cddpm)"
+                )
+            return options
+        wanted = int(options["in_channels"])
+        if wanted == channels:
+            return options
+        if resumed or self.user_options.get("in_channels") is not None:
+            source = f"the run {self.run_folder.root} was trained on" if resumed else "--set in_channels asks for"
+            raise MriadError(f"{self.data}: the images hold {channels} channel(s), but {source} {wanted}")
+        return {**options, "in_channels": channels}
 
     def _load_state(self, run: RunFolder, existing: dict[str, Any] | None) -> dict[str, Any] | None:
         if existing is None:

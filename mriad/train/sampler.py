@@ -20,7 +20,7 @@ from mriad.contracts.data import SplitData
 
 @dataclass
 class DeviceSlices:
-    """All slices of a split ``(V*Z, 1, X, Y)`` and, per volume, which of its slices contain brain."""
+    """All slices of a split ``(V*Z, C, X, Y)`` and, per volume, which of its slices contain brain."""
 
     slices: torch.Tensor
     volumes: int
@@ -38,8 +38,10 @@ class DeviceSlices:
         else:
             keep = usable.any(dim=1)
             images, has_brain = images[keep], usable[keep]
-        v, x, y, z = images.shape
-        slices = images.permute(0, 3, 1, 2).reshape(v * z, 1, x, y).contiguous()
+        if images.dim() == 4:  # one channel: (V, X, Y, Z) -> (V, X, Y, Z, 1)
+            images = images[..., None]
+        v, x, y, z, c = images.shape
+        slices = images.permute(0, 3, 4, 1, 2).reshape(v * z, c, x, y).contiguous()
         count = has_brain.sum(dim=1)
         # Stable sort puts each volume's brain slices first, in order: a padded index table.
         order = torch.sort((~has_brain).to(torch.uint8), dim=1, stable=True).indices
@@ -61,7 +63,7 @@ class DeviceSlices:
         return self.slices[self.brain_index[vol, pick]]
 
     def sample_volumes(self, n: int, generator: torch.Generator | None) -> torch.Tensor:
-        """``n`` whole volumes as slice stacks ``(n, Z, 1, X, Y)``, uniformly with replacement."""
+        """``n`` whole volumes as slice stacks ``(n, Z, C, X, Y)``, uniformly with replacement."""
         device = self.slices.device
         source = generator.device if generator is not None else device
         vol = torch.randint(0, self.volumes, (n,), generator=generator, device=source).to(device)
