@@ -1,8 +1,11 @@
 """Step 6: N4 bias field correction inside the brain mask (SimpleITK).
 
-The field is smooth, so it is estimated on a x4-shrunk image (~7 s instead of minutes) and evaluated at
-full resolution through ``GetLogBiasFieldAsImage``; the image is divided by it. Voxels outside the mask
-stay 0.
+The field is smooth, so it is estimated on a x6-shrunk image and evaluated at full resolution through
+``GetLogBiasFieldAsImage``; the image is divided by it. Voxels outside the mask stay 0. x6 rather than
+the usual x4 (bench/n4.py, 8 real BraTS T2 scans): 2.1 instead of 5.7 CPU seconds per scan, the same
+tumour/brain contrast (mean ratio 1.22 with both), corrected images 1.6 % apart (RMS, relative); on
+the test phantom the 30 % bias is left at 1.1 % instead of 0.1 %. x8 was faster still but further from
+x4 (2.9 %).
 
 Three B-spline fitting levels, not SimpleITK's/ANTs' usual four: the fourth level refines the field to
 ~25 mm control-point spacing, fine enough to absorb a large lesion as "bias". On the eight real BraTS
@@ -15,7 +18,7 @@ from __future__ import annotations
 
 import numpy as np
 
-SHRINK = 4
+SHRINK = 6
 
 
 def n4_correct(

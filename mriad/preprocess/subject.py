@@ -30,9 +30,9 @@ from mriad.preprocess.resample import resample_isotropic
 # Less than this share of the brain inside the crop grid means the registration went wrong.
 MIN_BRAIN_IN_GRID = 0.6
 # Bumped whenever a step changes its output for the same options (2: N4 with three fitting levels,
-# seeded registration; 3: transform.json/.mat, the way back to the scan), so a rerun redoes subjects made
-# by an older pipeline instead of skipping them.
-PIPELINE_REVISION = 3
+# seeded registration; 3: transform.json/.mat, the way back to the scan; 4: N4's field fitted on a x6
+# instead of x4 shrunk image), so a rerun redoes subjects made by an older pipeline instead of skipping them.
+PIPELINE_REVISION = 4
 
 
 @dataclass(frozen=True)

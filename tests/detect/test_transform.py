@@ -95,7 +95,7 @@ def test_preprocess_writes_the_sidecar_and_the_maps_go_back(raw_scan: dict[str, 
 
     folder = Path(str(read_nifti_path(training_data))).parent
     record = markers.read_done(folder)
-    assert record is not None and record["options"]["revision"] == PIPELINE_REVISION == 3
+    assert record is not None and record["options"]["revision"] == PIPELINE_REVISION == 4
     assert {"transform.json", "transform.mat"} <= set(record["files"])
     transform = read_transform(folder)
     raw = read_nifti(raw_scan["scan"])
