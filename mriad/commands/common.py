@@ -93,3 +93,14 @@ def emit(summary: dict[str, Any]) -> None:
     if settings.json:
         sys.stdout.write(json.dumps(summary, indent=2, default=str) + "\n")
         sys.stdout.flush()
+
+
+def parse_sets(pairs: list[str] | None) -> dict[str, str]:
+    """``--set key=value`` pairs as a dict (``-`` in keys read as ``_``); a pair without ``=`` is one line."""
+    options: dict[str, str] = {}
+    for pair in pairs or []:
+        if "=" not in pair:
+            raise MriadError(f"--set {pair!r}: expected key=value, e.g. --set octaves=4")
+        key, value = pair.split("=", 1)
+        options[key.strip().replace("-", "_")] = value.strip()
+    return options

@@ -9,7 +9,7 @@ from typing import Any
 import typer
 from typer.core import TyperCommand
 
-from mriad.commands.common import emit, handle_errors
+from mriad.commands.common import emit, handle_errors, parse_sets
 from mriad.contracts.run_folder import CHECKPOINTS, RunFolder
 from mriad.infra.console import info, settings, using_default
 from mriad.infra.errors import MriadError
@@ -64,16 +64,6 @@ def _remember_model(ctx: typer.Context, value: str | None) -> str | None:
 
 
 COMMAND_SETTINGS: dict[str, Any] = {"cls": ModelHelpCommand}
-
-
-def _parse_sets(pairs: list[str] | None) -> dict[str, str]:
-    options: dict[str, str] = {}
-    for pair in pairs or []:
-        if "=" not in pair:
-            raise MriadError(f"--set {pair!r}: expected key=value, e.g. --set octaves=4")
-        key, value = pair.split("=", 1)
-        options[key.strip().replace("-", "_")] = value.strip()
-    return options
 
 
 @handle_errors
@@ -186,7 +176,7 @@ def train_command(
         "base_channels": channels,
     }
     options: dict[str, Any] = {k: v for k, v in flags.items() if v is not None}
-    for key, value in _parse_sets(set_options).items():
+    for key, value in parse_sets(set_options).items():
         if key in options:
             raise MriadError(f"--set {key}=...: {key} is already given by its own flag")
         options[key] = value

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import typer
 
-from mriad.commands.common import emit, handle_errors
+from mriad.commands.common import emit, handle_errors, parse_sets
 from mriad.infra.console import info
 
 
@@ -30,10 +30,9 @@ def variant_command(
       mriad variant runs/pddpm --out runs/pddpm-mhd --set scoring=mahalanobis --set n_reconstructions=10
       mriad variant runs/ddpm --out runs/anoddpm --set sampling=iterative --set t_start=250
     """
-    from mriad.commands.train import _parse_sets
     from mriad.train.variant import make_variant
 
-    changes = _parse_sets(set_options)
+    changes = parse_sets(set_options)
     run = make_variant(source, out, changes)
     changed = ", ".join(f"{key}={value}" for key, value in sorted(changes.items()))
     info(f"wrote {run.root}: the network of {source}, with {changed}")
