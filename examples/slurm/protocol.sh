@@ -2,8 +2,8 @@
 # The paper's whole protocol on a Slurm cluster, as one chain of jobs (docs/cluster.md):
 #
 #   preprocess arrays (one per data set) -> merges -> split -> train arrays (one per model, a task per
-#   fold, multi-node) -> reconstruct arrays (one per run, a task per shard) -> evaluate (one per run)
-#   -> compare
+#   fold, multi-node) -> reconstruct arrays (one per run, a task per shard) -> evaluate arrays (one
+#   per run, a task per shard; the first calibrates the threshold) -> their merges -> compare
 #
 # Every job waits for the ones it needs (sbatch --dependency); this script only submits and prints
 # the job ids. Settings come from the environment:
@@ -14,6 +14,7 @@
 #   RUNS           run folders (default ./runs)                   MODELS   (default: the paper's eight)
 #   FOLDS          (default "0 1 2 3 4")                          NODES, GPUS_PER_NODE  (default 2, 4)
 #   PREP_SHARDS    (default 16)                                   RECON_SHARDS  (default 8)
+#   EVAL_SHARDS    (default 4; 1: one unsharded evaluate job per run)
 #   SPLITS         splits to reconstruct (default "brats-val brats-test ixi-test")
 #   EVAL_SPLITS    splits to evaluate (default "brats-test ixi-test")
 #   TRAIN_OPTS, TRAIN_OPTS_<model>, RECON_OPTS, EVAL_OPTS, SPLIT_OPTS  extra options of those commands
@@ -38,6 +39,7 @@ FOLDS=${FOLDS:-"0 1 2 3 4"}
 DATASETS=${DATASETS:-"ixi brats21"}
 PREP_SHARDS=${PREP_SHARDS:-16}
 RECON_SHARDS=${RECON_SHARDS:-8}
+EVAL_SHARDS=${EVAL_SHARDS:-4}
 STAGES=" ${STAGES:-preprocess split train reconstruct evaluate compare} "
 export SPLITS=${SPLITS:-"brats-val brats-test ixi-test"} EVAL_SPLITS=${EVAL_SPLITS:-"brats-test ixi-test"}
 SINGLE_PROCESS=" fanogan thresh "  # models that train in one process (no DDP)
@@ -87,7 +89,12 @@ for model in $MODELS; do
             recon=$(submit "${train:+afterok:${train}_$fold}" "reconstruct $model fold $fold" \
                 --array=0-$((RECON_SHARDS - 1)) --export="ALL,RUN=$run,SHARDS=$RECON_SHARDS" "$here/reconstruct.sbatch")
         fi
-        if wanted evaluate; then
+        if wanted evaluate && ((EVAL_SHARDS > 1)); then
+            scored=$(submit "${recon:+afterany:$recon}" "evaluate $model fold $fold" --array=0-$((EVAL_SHARDS - 1)) \
+                --export="ALL,RUN=$run,SHARDS=$EVAL_SHARDS" "$here/evaluate.sbatch")
+            evaluated+=("$(submit "afterany:$scored" "merge evaluation $model fold $fold" --export="ALL,RUN=$run" \
+                "$here/evaluate-merge.sbatch")")
+        elif wanted evaluate; then
             evaluated+=("$(submit "${recon:+afterany:$recon}" "evaluate $model fold $fold" --export="ALL,RUN=$run" \
                 "$here/evaluate.sbatch")")
         fi

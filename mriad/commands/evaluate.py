@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import typer
 
@@ -50,6 +51,20 @@ def evaluate_command(
         help="best, or step-K (kept by train --checkpoint-every): its maps and numbers go to "
         "RUN/checkpoint-views/step-K/, never over the best checkpoint's.",
     ),
+    shard: str = typer.Option(
+        None,
+        "--shard",
+        help="i/n: score only subjects i, i+n, ... of SPLIT into eval/SPLIT/shards/i-of-n.npz (no summary "
+        "yet). Shards run side by side (a Slurm array); the first calibrates the threshold once for all. "
+        "Never reconstructs: run reconstruct (its shards) first; a subject without maps is a failure.",
+    ),
+    merge: bool = typer.Option(
+        False,
+        "--merge",
+        help="After every shard has finished, with the shards' options: write per_subject.csv, summary.json "
+        "and figures from their results, the files one unsharded evaluate writes. A missing shard, or one "
+        "scored with other options, another threshold or on maps changed since, is refused.",
+    ),
 ) -> None:
     """Post-process the anomaly maps (eroded brain mask, 3D median filter), choose the Dice-maximising
     threshold on the validation split, and write per-subject metrics, a summary and figures to
@@ -58,6 +73,12 @@ def evaluate_command(
     the numbers are counted (docs/evaluation.md defines every number).
 
     Example: `mriad evaluate --split brats-test` (the last run), `mriad evaluate --run runs/a --split ixi-test`.
+
+    On a cluster (docs/cluster.md), once the maps exist: one array task per shard, then one merge with
+    the same options:
+
+        mriad evaluate --run runs/a --split brats-test --shard $SLURM_ARRAY_TASK_ID/$SLURM_ARRAY_TASK_COUNT
+        mriad evaluate --run runs/a --split brats-test --merge
     """
     from rich.table import Table
 
@@ -67,6 +88,8 @@ def evaluate_command(
     from mriad.infra.device import resolve_device
     from mriad.infra.workspace import latest_run
 
+    if shard is not None and merge:
+        raise typer.BadParameter("runs once the shards have finished, without --shard", param_hint="--merge")
     if run is None:
         run = latest_run()
         using_default("--run", run)
@@ -88,15 +111,23 @@ def evaluate_command(
         clamp=clamp,
         healthy_split=healthy_split,
     )
-    manifest, missing = splits_to_reconstruct(run, spec)
-    if missing:
-        from mriad.contracts.run_folder import RunFolder
-        from mriad.reconstruct import reconstruct
+    if shard is not None:
+        _score_shard(run, spec, shard, device)
+        return
+    if merge:
+        from mriad.evaluate.merge import merge_shards
 
-        for name in missing:  # evaluation only reads maps: the reconstruct stage makes them
-            info(f"{RunFolder(run).recon_dir(name)}: maps missing, reconstructing them first")
-            reconstruct(run, name, data=manifest, device=str(device))
-    summary = evaluate(run, spec, device=device)
+        summary = merge_shards(run, spec, device=device)
+    else:
+        manifest, missing = splits_to_reconstruct(run, spec)
+        if missing:
+            from mriad.contracts.run_folder import RunFolder
+            from mriad.reconstruct import reconstruct
+
+            for name in missing:  # evaluation only reads maps: the reconstruct stage makes them
+                info(f"{RunFolder(run).recon_dir(name)}: maps missing, reconstructing them first")
+                reconstruct(run, name, data=manifest, device=str(device))
+        summary = evaluate(run, spec, device=device)
     table = Table(
         title=f"{summary.get('model') or 'run'} on {split} ({summary['n_subjects']} subjects, {protocol} protocol)"
     )
@@ -110,3 +141,15 @@ def evaluate_command(
     emit(summary)
     if summary.get("failures"):
         raise typer.Exit(1)  # some subjects were refused: listed in failures.csv and the summary
+
+
+def _score_shard(run: Path, spec: Any, shard: str, device: Any) -> None:
+    """One shard's scoring: its partial result, and exit 1 when some of its subjects failed."""
+    from mriad.evaluate.sharded import score_shard
+    from mriad.infra.shards import parse_shard
+
+    result = score_shard(run, spec, parse_shard(shard), device=device)
+    info(f"next, once all {result.shard[1]} shards have finished: the same command with --merge instead of --shard")
+    emit(result.summary())
+    if result.failures:
+        raise typer.Exit(1)  # listed in the shard's result; the merge lists them in failures.csv

@@ -3,7 +3,9 @@
 ``train`` writes ``config.json``, ``metrics.csv`` and ``checkpoints/{last,best}.pt``; ``reconstruct``
 writes ``recon/<split>/<subject>_{rec,score}.nii.gz`` and, after both maps, ``<subject>.json``, the
 record of what made them (:mod:`mriad.contracts.recon_records`); ``evaluate`` writes
-``eval/<split>/{per_subject.csv,summary.json,figures/}``; ``report`` writes ``report.html``.
+``eval/<split>/{per_subject.csv,summary.json,figures/}`` (``evaluate --shard i/n`` writes
+``eval/<split>/shards/{calibration.json,<i>-of-<n>.npz}``, which ``evaluate --merge`` turns into
+those files); ``report`` writes ``report.html``.
 ``train --checkpoint-every N`` also keeps ``checkpoints/step-K.pt``; ``evaluate --checkpoint step-K``
 works in ``checkpoint-views/step-K/``, a run folder of its own (the run's config.json, that checkpoint
 as its best.pt, its own recon/ and eval/), so the best checkpoint's maps and numbers are never
@@ -46,6 +48,9 @@ PER_SUBJECT = "per_subject.csv"
 SUMMARY = "summary.json"
 FIGURES = "figures"
 FAILURES = "failures.csv"
+EVAL_SHARDS = "shards"  # eval/<split>/shards/: evaluate --shard's calibration.json and <i>-of-<n>.npz
+CALIBRATION = "calibration.json"
+PARTIAL_SUFFIX = ".npz"
 REC_SUFFIX = "_rec.nii.gz"
 SCORE_SUFFIX = "_score.nii.gz"
 RECORD_SUFFIX = ".json"
@@ -184,6 +189,32 @@ class RunFolder:
 
     def eval_failures(self, split: str) -> Path:
         return self.eval_dir(split) / FAILURES
+
+    # ---- what evaluate --shard i/n writes (merged by evaluate --merge) ------------------------------
+    def eval_shards(self, split: str) -> Path:
+        """``eval/<split>/shards/``: the calibration and the shards' partial results."""
+        return self.eval_dir(split) / EVAL_SHARDS
+
+    def eval_calibration(self, split: str) -> Path:
+        """``eval/<split>/shards/calibration.json``: the threshold (and healthy reference) every
+        shard of the split scores with, calibrated once by the first shard."""
+        return self.eval_shards(split) / CALIBRATION
+
+    def eval_partial(self, split: str, index: int, count: int) -> Path:
+        """``eval/<split>/shards/<i>-of-<n>.npz``: shard ``i`` of ``n``'s per-subject rows and pooled counts."""
+        if not 0 <= int(index) < int(count):
+            raise MriadError(f"--shard {index}/{count}: i must be in 0..n-1")
+        return self.eval_shards(split) / f"{int(index)}-of-{int(count)}{PARTIAL_SUFFIX}"
+
+    def eval_partials(self, split: str) -> dict[tuple[int, int], Path]:
+        """The partial results on disk, by (i, n)."""
+        folder = self.eval_shards(split)
+        found: dict[tuple[int, int], Path] = {}
+        for path in sorted(folder.glob(f"*-of-*{PARTIAL_SUFFIX}")) if folder.is_dir() else []:
+            index, _, count = path.name[: -len(PARTIAL_SUFFIX)].partition("-of-")
+            if index.isdigit() and count.isdigit() and int(index) < int(count):
+                found[(int(index), int(count))] = path
+        return found
 
     def evaluated_splits(self) -> list[str]:
         """Splits with a ``summary.json``, sorted."""

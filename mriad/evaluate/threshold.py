@@ -70,6 +70,20 @@ class SortedPool:
         self.positives = int(hits[-1])
         self.total = int(scores.numel())
 
+    @classmethod
+    def from_counts(cls, values: torch.Tensor, hits: torch.Tensor, totals: torch.Tensor) -> SortedPool:
+        """The pool of voxels given as counts per distinct score, scores in DESCENDING order: the same
+        pool, to the last bit, as one built from the voxels (sharded evaluations merge pools so)."""
+        if values.numel() == 0:
+            raise MriadError("no voxels to choose a threshold from (empty brain masks?)")
+        pool = cls.__new__(cls)
+        pool.values = values.reshape(-1).to(torch.float64)
+        pool.predicted = torch.cumsum(totals.reshape(-1).to(torch.int64), 0)
+        pool.hits = torch.cumsum(hits.reshape(-1).to(torch.int64), 0)
+        pool.positives = int(pool.hits[-1])
+        pool.total = int(pool.predicted[-1])
+        return pool
+
     def dice_at(self, threshold: float, strict: bool = False) -> float:
         """Pooled Dice of the prediction ``score >= threshold`` (``score > threshold`` if ``strict``)."""
         # Number of distinct values >= (>) threshold: the values are descending, so search the negation.
@@ -178,3 +192,26 @@ def fpr_thresholds(healthy_scores: torch.Tensor, rates: tuple[float, ...] = (0.0
     Keys are the rates as percent strings (``"1%"``), the way the paper's discussion names them.
     """
     return {f"{rate * 100:g}%": quantile(healthy_scores, 1.0 - rate) for rate in rates}
+
+
+def quantile_from_counts(values: torch.Tensor, counts: torch.Tensor, q: float) -> float:
+    """:func:`quantile` of voxels given as counts per distinct value, values in ASCENDING order."""
+    cumulative = torch.cumsum(counts.reshape(-1).to(torch.int64), 0)
+    n = int(cumulative[-1]) if cumulative.numel() else 0
+    if n == 0:
+        return float("nan")
+    position = q * (n - 1)
+    lower = int(position // 1)
+    upper = min(lower + 1, n - 1)
+    # The value of 0-based rank r is the first whose cumulative count exceeds r.
+    ranks = torch.tensor([lower, upper], dtype=torch.int64, device=cumulative.device)
+    at = torch.searchsorted(cumulative, ranks, right=True)
+    low_value, high_value = (float(v) for v in values.reshape(-1).to(torch.float64)[at])
+    return low_value + (high_value - low_value) * (position - lower)
+
+
+def fpr_thresholds_from_counts(
+    values: torch.Tensor, counts: torch.Tensor, rates: tuple[float, ...] = (0.01, 0.05, 0.1)
+) -> dict[str, float]:
+    """:func:`fpr_thresholds` of healthy voxels given as counts per distinct value (ascending)."""
+    return {f"{rate * 100:g}%": quantile_from_counts(values, counts, 1.0 - rate) for rate in rates}
