@@ -4,6 +4,8 @@ One row per subject; paths are stored relative to the CSV's folder and resolved 
 
     subject_id, dataset, split, fold, label, image, mask, seg, age, sex, source
 
+plus the optional path column ``ignore`` (voxels no metric counts, e.g. WMH's label 2; empty for a
+subject without one), written only when some subject has one, so other manifests stay as they were.
 ``split`` is ``trainval`` (with ``fold`` k = "validation in fold k"), ``train``, ``val`` or ``test``.
 On the command line a split is named ``<dataset>-<split>``: ``ixi-train``, ``ixi-val``, ``ixi-test``,
 ``brats-val``, ``brats-test``, ``mslub-val``, ``mslub-test``.
@@ -25,6 +27,9 @@ from mriad.infra.paths import check_identifier, is_identifier
 COLUMNS = ["subject_id", "dataset", "split", "fold", "label", "image", "mask", "seg", "age", "sex", "source"]
 REQUIRED = ["subject_id", "dataset", "split", "label", "image"]
 PATH_COLUMNS = ["image", "mask", "seg"]
+# Path columns a manifest may lack (then the frame lacks them too: readers use ``row.get``); resolved and
+# checked like the others when present; write_manifest leaves one out when every cell is empty.
+OPTIONAL_PATH_COLUMNS = ["ignore"]
 SPLIT_VALUES = {"trainval", "train", "val", "test", ""}
 KNOWN_SPLIT_SUFFIXES = ("train", "val", "test", "trainval", "all")
 _SHOWN = 5  # subject IDs named in a leak message
@@ -59,13 +64,18 @@ def read_manifest(path: str | Path, *, check_files: bool = True) -> pd.DataFrame
             frame[column] = ""
     frame = frame[COLUMNS + [c for c in frame.columns if c not in COLUMNS]].copy()
     base = path.resolve().parent
-    for column in PATH_COLUMNS:
+    for column in _path_columns(frame):
         frame[column] = [str((base / value).resolve()) if not blank(value) else "" for value in frame[column]]
     frame["label"] = [_parse_int(v, path, "label", i) for i, v in zip(frame.index, frame["label"])]
     frame["fold"] = [_parse_int(v, path, "fold", i) if not blank(v) else -1 for i, v in zip(frame.index, frame["fold"])]
     validate_manifest(frame, source=str(path), check_files=check_files)
     frame.attrs["path"] = str(path.resolve())
     return frame
+
+
+def _path_columns(frame: pd.DataFrame) -> list[str]:
+    """The path columns ``frame`` has: always image, mask, seg; the optional ones when present."""
+    return PATH_COLUMNS + [c for c in OPTIONAL_PATH_COLUMNS if c in frame.columns]
 
 
 def _cell(index: object, column: str) -> str:
@@ -103,6 +113,7 @@ def validate_manifest(frame: pd.DataFrame, *, source: str = "manifest", check_fi
         if len(splits) > 1:
             raise ManifestError(f"{source}: subject {sid} appears in two splits ({', '.join(splits)}): split leak")
         raise ManifestError(f"{source}: duplicate subject_id {sid}")
+    path_columns = _path_columns(frame)
     for row in frame.itertuples(index=False):
         sid = row.subject_id
         if str(row.split) not in SPLIT_VALUES:
@@ -114,7 +125,7 @@ def validate_manifest(frame: pd.DataFrame, *, source: str = "manifest", check_fi
         if str(row.split) == "trainval" and int(row.fold) < 0:
             raise ManifestError(f"{source}: subject {sid}: split trainval needs a fold")
         if check_files:
-            for column in PATH_COLUMNS:
+            for column in path_columns:
                 value = getattr(row, column)
                 if not blank(value) and not Path(value).is_file():
                     raise ManifestError(f"{source}: subject {sid}: {column} file {value} does not exist")
@@ -181,7 +192,10 @@ def write_manifest(frame: pd.DataFrame, path: str | Path) -> Path:
     for column in COLUMNS:
         if column not in out.columns:
             out[column] = ""
-    for column in PATH_COLUMNS:
+    for column in OPTIONAL_PATH_COLUMNS:
+        if column in out.columns and all(blank(value) for value in out[column]):
+            out = out.drop(columns=column)
+    for column in _path_columns(out):
         out[column] = [_relative(value, base) for value in out[column]]
     out["fold"] = ["" if blank(v) or int(v) < 0 else int(v) for v in out["fold"]]
     extra = [c for c in out.columns if c not in COLUMNS]

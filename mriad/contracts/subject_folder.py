@@ -1,6 +1,7 @@
 """The preprocessed subject folder ``OUT/<dataset>/<subject>/``: the one module that knows its files.
 
-``preprocess`` writes ``image.nii.gz``, ``mask.nii.gz`` (``seg.nii.gz`` for lesion subjects),
+``preprocess`` writes ``image.nii.gz``, ``mask.nii.gz`` (``seg.nii.gz`` for lesion subjects;
+``ignore.nii.gz`` where the data set's labels mark voxels no metric may count, e.g. WMH's label 2),
 ``qc.png``, ``timings.json``, the way back to the scan (``transform.json``, ``transform.mat``) and,
 last, the ``done.json`` marker; ``synth --preprocessed`` writes the three volumes. The dataset and
 subject names come from raw folders and CSV files, so they are checked before they become a path
@@ -18,14 +19,15 @@ from mriad.infra.paths import check_identifier, child
 IMAGE = "image.nii.gz"
 MASK = "mask.nii.gz"
 SEG = "seg.nii.gz"
+IGNORE = "ignore.nii.gz"  # voxels scored neither as lesion nor as healthy
 QC = "qc.png"
 TIMINGS = "timings.json"
 TRANSFORM_JSON = "transform.json"
 TRANSFORM_MAT = "transform.mat"
 DONE = "done.json"
 # Everything a finished subject folder may hold; a failed subject's are removed again.
-OUTPUTS = (IMAGE, MASK, SEG, QC, TIMINGS, TRANSFORM_JSON, TRANSFORM_MAT, DONE)
-VOLUMES = {"image": IMAGE, "mask": MASK, "seg": SEG}  # manifest column -> file
+OUTPUTS = (IMAGE, MASK, SEG, IGNORE, QC, TIMINGS, TRANSFORM_JSON, TRANSFORM_MAT, DONE)
+VOLUMES = {"image": IMAGE, "mask": MASK, "seg": SEG, "ignore": IGNORE}  # manifest column -> file
 
 
 @dataclass(frozen=True)
@@ -52,6 +54,10 @@ class SubjectFolder:
     @property
     def seg(self) -> Path:
         return self.root / SEG
+
+    @property
+    def ignore(self) -> Path:
+        return self.root / IGNORE
 
     @property
     def qc(self) -> Path:

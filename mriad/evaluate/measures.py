@@ -98,16 +98,51 @@ def pooled(
     """The protocol's voxels of the selected volumes, concatenated: (scores, lesion labels) on the device."""
     index = torch.as_tensor(np.flatnonzero(which), device=maps.device)
     seg = volumes.seg.to(maps.device)[index]
-    if protocol.whole_volume:
+    kept = _kept(volumes, index, maps.device)
+    if protocol.whole_volume and kept is None:
         return maps[index].reshape(-1), seg.reshape(-1)
-    mask = volumes.mask.to(maps.device)[index]
-    return maps[index][mask], seg[mask]
+    domain = kept if protocol.whole_volume else _both(volumes.mask.to(maps.device)[index], kept)
+    return maps[index][domain], seg[domain]
 
 
 def healthy_brain_voxels(volumes: SplitVolumes, maps: torch.Tensor) -> torch.Tensor:
     """Map values of the brain voxels of the healthy volumes (FPR thresholds count these in both protocols)."""
     healthy = torch.as_tensor(np.flatnonzero(volumes.labels != 1), device=maps.device)
-    return maps[healthy][volumes.mask.to(maps.device)[healthy]]
+    return maps[healthy][_both(volumes.mask.to(maps.device)[healthy], _kept(volumes, healthy, maps.device))]
+
+
+def _kept(volumes: SplitVolumes, which: slice | torch.Tensor, device: torch.device) -> torch.Tensor | None:
+    """The scored voxels of the selected volumes (not in their ignore masks); None: every voxel is.
+
+    Ignored voxels (WMH's label 2) count neither as lesion nor as healthy in any number, as in the WMH
+    challenge; a split without ignore masks takes exactly the code path it took before they existed.
+    """
+    if volumes.ignore is None:
+        return None
+    if isinstance(which, slice):  # a chunk: only its volumes travel to the device
+        return ~volumes.ignore[which].to(device)
+    return ~volumes.ignore.to(device)[which]
+
+
+def _both(domain: torch.Tensor, kept: torch.Tensor | None) -> torch.Tensor:
+    return domain if kept is None else domain & kept
+
+
+def scored_brain(volumes: SplitVolumes) -> torch.Tensor:
+    """The brain masks less the ignored voxels: what l1 averages over."""
+    return _both(volumes.mask, _kept(volumes, slice(None), volumes.mask.device))
+
+
+def ignore_settings(volumes: SplitVolumes) -> dict[str, object]:
+    """The summary's record of the ignore masks of the evaluated split (nothing when it has none)."""
+    if volumes.ignore is None:
+        return {}
+    return {
+        "ignored_voxels": int(volumes.ignore.sum()),
+        "ignored_subjects": int(volumes.ignore.flatten(1).any(1).sum()),
+        "ignored": "voxels of the manifest's ignore masks (e.g. WMH label 2): neither lesion nor healthy "
+        "in any number, here and in the threshold and healthy splits",
+    }
 
 
 def choose_threshold(volumes: SplitVolumes, maps: torch.Tensor, method: str, *, protocol: Protocol) -> ThresholdResult:
@@ -127,14 +162,16 @@ def pooled_oracle_dice(volumes: SplitVolumes, maps: torch.Tensor, protocol: Prot
 
 def _truth(volumes: SplitVolumes, sl: slice, device: torch.device, protocol: Protocol) -> torch.Tensor:
     seg = volumes.seg[sl].to(device)
-    return seg if protocol.whole_volume else seg & volumes.mask[sl].to(device)
+    truth = seg if protocol.whole_volume else seg & volumes.mask[sl].to(device)
+    return _both(truth, _kept(volumes, sl, device))
 
 
 def dice_at(
     volumes: SplitVolumes, maps: torch.Tensor, threshold: float, protocol: Protocol
 ) -> tuple[np.ndarray, np.ndarray]:
     """Per volume: Dice after binarising at ``threshold`` and dropping small components (NaN for
-    healthy volumes), and the number of voxels predicted."""
+    healthy volumes), and the number of voxels predicted. Ignored voxels leave the prediction after
+    the component filter, as the WMH challenge masks a submitted segmentation, and are not counted."""
     count = len(volumes)
     dice, predicted = np.full(count, np.nan), np.zeros(count, dtype=np.int64)
     chunk = volumes_per_chunk(int(maps[0].numel()), maps.device)
@@ -145,9 +182,12 @@ def dice_at(
             binary &= volumes.mask[sl].to(maps.device)
         truth = _truth(volumes, sl, maps.device, protocol).cpu().numpy()
         binary_np = binary.cpu().numpy()
+        scored = None if volumes.ignore is None else (~volumes.ignore[sl]).numpy()
         for offset in range(binary_np.shape[0]):
             row = sl.start + offset
             kept = M.remove_small_components(binary_np[offset], protocol.min_component_voxels, protocol.connectivity)
+            if scored is not None:
+                kept = kept & scored[offset]
             predicted[row] = int(kept.sum())
             if volumes.labels[row] == 1:
                 dice[row] = M.dice_score(kept, truth[offset])
@@ -171,13 +211,17 @@ def subject_metrics(
         outside += int((volumes.seg[sl].to(device) & ~mask).sum())
         truth = _truth(volumes, sl, device, protocol)
         lesion_voxels[sl] = truth.flatten(1).sum(1).cpu().numpy()
+        kept = _kept(volumes, sl, device)
         result["l1"][sl] = (
-            M.mean_abs_inside(volumes.image[sl].to(device), volumes.reconstruction[sl].to(device), mask).cpu().numpy()
+            M.mean_abs_inside(volumes.image[sl].to(device), volumes.reconstruction[sl].to(device), _both(mask, kept))
+            .cpu()
+            .numpy()
         )
         lesion = labels[sl] == 1
         if lesion.any():
             index = torch.as_tensor(np.flatnonzero(lesion), device=device)
-            valid = None if protocol.whole_volume else mask[index]
+            domain = kept if protocol.whole_volume else _both(mask, kept)
+            valid = None if domain is None else domain[index]
             ranked = M.ranking_metrics(maps[sl][index], truth[index], valid)
             rows = np.arange(sl.start, sl.stop)[lesion]
             result["auprc"][rows] = ranked.auprc.cpu().numpy()
@@ -208,7 +252,10 @@ def slice_auroc(volumes: SplitVolumes, maps: torch.Tensor, protocol: Protocol) -
     holds a lesion voxel; over every slice with brain of the split's volumes, pooled."""
     device = maps.device
     mask = volumes.mask.to(device)
-    values = maps if protocol.whole_volume else torch.where(mask, maps, torch.zeros((), device=device))
+    # Voxels outside the protocol's domain (and ignored ones) score 0, as outside the brain does.
+    kept = _kept(volumes, slice(None), device)
+    domain = kept if protocol.whole_volume else _both(mask, kept)
+    values = maps if domain is None else torch.where(domain, maps, torch.zeros((), device=device))
     scores = values.amax(dim=(1, 2))  # (B, Z): axial slices are the last axis
     positive = _truth(volumes, slice(0, len(volumes)), device, protocol).any(dim=1).any(dim=1)
     has_brain = mask.any(dim=1).any(dim=1)

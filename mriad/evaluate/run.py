@@ -251,7 +251,8 @@ def _healthy_step(
     if (healthy.volumes.labels == 1).any():
         raise MriadError(f"--healthy-split {name}: holds lesion subjects; choose a healthy split (e.g. ixi-val)")
     thresholds = fpr_thresholds(measures.healthy_brain_voxels(healthy.volumes, healthy.maps), FPR_RATES)
-    l1 = M.mean_abs_inside(healthy.volumes.image, healthy.volumes.reconstruction, healthy.volumes.mask)
+    brain = measures.scored_brain(healthy.volumes)  # less any ignored voxels
+    l1 = M.mean_abs_inside(healthy.volumes.image, healthy.volumes.reconstruction, brain)
     dice: dict[str, Stats] = {}
     if (test.volumes.labels == 1).any():
         for rate, threshold in thresholds.items():
@@ -323,7 +324,7 @@ def _summarise(
         slice_auroc=split_level.slice_auroc,
         fpr_thresholds=split_level.fpr,
         healthy=healthy,
-        settings=_settings(inputs.manifest, device, protocol, test.clamp),
+        settings={**_settings(inputs.manifest, device, protocol, test.clamp), **measures.ignore_settings(test.volumes)},
         versions=versions(),
         provenance=evaluation_provenance(
             inputs.run.root, inputs.manifest, {spec.split: [str(s) for s in test.volumes.rows["subject_id"]]}

@@ -18,10 +18,11 @@ import pandas as pd
 import torch
 
 from mriad.contracts.data import read_masks
+from mriad.contracts.manifest import blank
 from mriad.contracts.recon_records import stale_maps
 from mriad.contracts.run_folder import RunFolder
 from mriad.infra.errors import InputError, MriadError
-from mriad.infra.io import read_nifti
+from mriad.infra.io import Volume, check_labels, check_same_grid, read_nifti
 
 
 def recon_files(run: Path, split: str, subject: str) -> tuple[Path, Path]:
@@ -67,6 +68,9 @@ class SplitVolumes:
     mask: torch.Tensor
     seg: torch.Tensor
     affine: np.ndarray
+    # Voxels no metric counts, neither lesion nor healthy (manifest column ``ignore``, e.g. WMH's
+    # label 2); None when no subject of the split has any, so nothing changes for those splits.
+    ignore: torch.Tensor | None = None
 
     @property
     def labels(self) -> np.ndarray:
@@ -74,6 +78,16 @@ class SplitVolumes:
 
     def __len__(self) -> int:
         return len(self.rows)
+
+
+def _read_ignore(path: object, grid: Volume) -> np.ndarray | None:
+    """The subject's voxels no metric counts (0/1 on its grid), or None when the manifest names none."""
+    if path is None or blank(path):
+        return None
+    volume = read_nifti(str(path), allow_empty=True)
+    check_same_grid(grid, volume)
+    check_labels(volume, allowed=(0, 1), what="ignore mask")
+    return volume.data > 0.5
 
 
 def _read_subject(run: Path, split: str, row: pd.Series) -> dict:
@@ -94,7 +108,9 @@ def _read_subject(run: Path, split: str, row: pd.Series) -> dict:
     for path, array in ((rec_path, rec), (score_path, score)):
         if array.shape != image.shape:
             raise InputError(path, f"shape {array.shape} differs from the image's {image.shape}")
+    ignore = _read_ignore(row.get("ignore"), Volume(mask, image.affine, str(row["image"])))
     return {
+        "ignore": ignore,
         "image": image.data,
         "reconstruction": rec,
         "score": score,
@@ -155,7 +171,16 @@ def load_split(
         mask=stack("mask", torch.bool),
         seg=stack("seg", torch.bool),
         affine=loaded[0]["affine"],
+        ignore=_stack_ignore([item["ignore"] for item in loaded], loaded[0]["mask"].shape),
     )
+
+
+def _stack_ignore(masks: list[np.ndarray | None], shape: tuple[int, ...]) -> torch.Tensor | None:
+    """``(B, X, Y, Z)`` bool, all-False for subjects without an ignore mask; None when none has one."""
+    if all(mask is None for mask in masks):
+        return None
+    empty = np.zeros(shape, dtype=bool)
+    return torch.from_numpy(np.stack([empty if mask is None else mask for mask in masks]))
 
 
 def volumes_per_chunk(voxels: int, device: torch.device) -> int:

@@ -48,3 +48,10 @@ def to_crop_grid(
             apply_registration(registration, seg.astype(np.uint8), seg_affine, grid.shape, grid.affine, label=True) > 0
         )
     return Cropped(image=warped, mask=warped_mask, seg=warped_seg, grid=grid)
+
+
+def labels_to_crop_grid(registration: Registration, labels: np.ndarray, affine: np.ndarray, grid: Grid) -> np.ndarray:
+    """Another binary label volume (e.g. the voxels no metric counts) onto ``grid`` as the segmentation
+    goes there: one nearest-neighbour interpolation through the same registration."""
+    warped = apply_registration(registration, labels.astype(np.uint8), affine, grid.shape, grid.affine, label=True)
+    return warped > 0

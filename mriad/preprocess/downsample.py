@@ -40,6 +40,12 @@ def drop_slices(array: np.ndarray, count: int = DROP_SLICES) -> np.ndarray:
     return array[..., count : array.shape[-1] - count] if count else array
 
 
+def downsample_labels(labels: np.ndarray, mask: np.ndarray) -> np.ndarray:
+    """Another crop-grid label volume (e.g. the voxels no metric counts) to the final grid exactly as
+    :func:`downsample` takes the segmentation there (majority, inside the brain, slices dropped)."""
+    return drop_slices(block_majority(labels) & block_majority(mask))
+
+
 def downsample(
     image: np.ndarray, mask: np.ndarray, seg: np.ndarray | None = None
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:

@@ -12,7 +12,7 @@ from typing import Any
 
 import pandas as pd
 
-from mriad.contracts.manifest import COLUMNS, write_manifest
+from mriad.contracts.manifest import COLUMNS, OPTIONAL_PATH_COLUMNS, write_manifest
 from mriad.contracts.subject_folder import finished_markers
 from mriad.preprocess import markers
 from mriad.preprocess.datasets import Problem
@@ -33,7 +33,7 @@ def _stored_rows(out: Path, skip_dataset: str) -> list[dict[str, Any]]:
         if record is None:
             continue
         row = dict(record.get("row", {}))
-        for column in ("image", "mask", "seg"):
+        for column in ("image", "mask", "seg", *OPTIONAL_PATH_COLUMNS):
             row[column] = str(folder / row[column]) if row.get(column) else ""
         rows.append(row)
     return rows
@@ -56,7 +56,8 @@ def write_outputs(out: Path, dataset: str, rows: list[dict[str, Any]], failures:
     out = Path(out)
     manifest_path = out / MANIFEST
     all_rows = _stored_rows(out, dataset) + list(rows)
-    frame = pd.DataFrame(all_rows, columns=COLUMNS) if all_rows else pd.DataFrame(columns=COLUMNS)
+    columns = COLUMNS + OPTIONAL_PATH_COLUMNS  # write_manifest leaves out an optional column nobody has
+    frame = pd.DataFrame(all_rows, columns=columns) if all_rows else pd.DataFrame(columns=COLUMNS)
     frame = _unique_ids(frame)
     splits = _previous_splits(manifest_path)
     if splits and len(frame):

@@ -43,11 +43,15 @@ def subject_folder(out: Path, dataset: str, subject_id: str) -> Path:
     return subject_dir(out, dataset, subject_id)
 
 
-def _row(subject: Subject, options: Options, folder: Path, has_seg: bool, warnings: list[str]) -> dict[str, Any]:
+def _row(
+    subject: Subject, options: Options, folder: Path, has_seg: bool, warnings: list[str], has_ignore: bool = False
+) -> dict[str, Any]:
     source = str(subject.image)
     notes = [*subject.notes, *warnings]
     if notes:
         source += " (warning: " + "; ".join(notes) + ")"
+    # The optional manifest column only where there is an ignore volume: other rows stay as they were.
+    ignore = {"ignore": str(SubjectFolder(folder).ignore)} if has_ignore else {}
     return {
         "subject_id": subject.subject_id,
         "dataset": options.dataset,
@@ -60,6 +64,7 @@ def _row(subject: Subject, options: Options, folder: Path, has_seg: bool, warnin
         "age": "" if subject.age is None else subject.age,
         "sex": subject.sex,
         "source": source,
+        **ignore,
     }
 
 
@@ -71,12 +76,16 @@ def process_subject(subject: Subject, folder: Path, options: Options) -> Outcome
     try:
         with timer.step("read"):  # validated before anything is written for the subject
             module = adapter(options.dataset)
-            image, seg = load_inputs(
-                subject.image, subject.seg, labels=module.LABELS, lesion_labels=getattr(module, "LESION_LABELS", None)
+            image, seg, ignore = load_inputs(
+                subject.image,
+                subject.seg,
+                labels=module.LABELS,
+                lesion_labels=getattr(module, "LESION_LABELS", None),
+                ignore_labels=ignore_labels(options.dataset),
             )
         if folder.exists():
             markers.clear_subject(folder)
-        return _process(subject, folder, options, image, seg, timer, start)
+        return _process(subject, folder, options, image, seg, timer, start, ignore)
     except BaseException:
         # Outputs of an earlier run (other options, --force) are stale now: a failed subject has none.
         if folder.exists():
@@ -84,11 +93,24 @@ def process_subject(subject: Subject, folder: Path, options: Options) -> Outcome
         raise
 
 
+def ignore_labels(dataset: str) -> tuple[int, ...] | None:
+    """The segmentation labels a data set's adapter marks as scored by no metric (``IGNORE_LABELS``)."""
+    return getattr(adapter(dataset), "IGNORE_LABELS", None) or None
+
+
 def _process(
-    subject: Subject, folder: Path, options: Options, image: Volume, seg: Volume | None, timer: Timer, start: float
+    subject: Subject,
+    folder: Path,
+    options: Options,
+    image: Volume,
+    seg: Volume | None,
+    timer: Timer,
+    start: float,
+    ignore: Volume | None = None,
 ) -> Outcome:
     folder.mkdir(parents=True, exist_ok=True)
-    result = run_steps(image, options, seg, timer)
+    result = run_steps(image, options, seg, timer, ignore=ignore)
+    has_ignore = result.ignore is not None and bool(result.ignore.any())
     with timer.step("write"):
         files = SubjectFolder(folder)
         written = [files.image.name, files.mask.name]
@@ -100,6 +122,12 @@ def _process(
         else:
             with contextlib.suppress(FileNotFoundError):
                 files.seg.unlink()
+        if has_ignore:  # written only where some voxel on the final grid is ignored
+            write_nifti(files.ignore, result.ignore, result.affine, dtype=np.uint8)
+            written.append(files.ignore.name)
+        else:
+            with contextlib.suppress(FileNotFoundError):
+                files.ignore.unlink()
         # The way back to the scan's own grid (what `mriad detect` maps its outputs through).
         written += write_sidecar(folder, image, options.registration, result.matrix, PIPELINE_REVISION)
     if options.qc:
@@ -112,14 +140,17 @@ def _process(
     timings = {**timer.seconds, "total": round(time.perf_counter() - start, 3)}
     atomic_write_json(files.timings, timings)
     written.append(files.timings.name)
-    row = _row(subject, options, folder, result.seg is not None, result.warnings)
-    relative = {k: (Path(v).name if k in ("image", "mask", "seg") and v else v) for k, v in row.items()}
+    row = _row(subject, options, folder, result.seg is not None, result.warnings, has_ignore)
+    relative = {k: (Path(v).name if k in ("image", "mask", "seg", "ignore") and v else v) for k, v in row.items()}
+    labels = ignore_labels(options.dataset)
     markers.write_done(
         folder,
         written,
         {
             "subject_id": subject.subject_id,
             "options": options.signature(),
+            # Only for adapters that ignore labels: older results of theirs lack it and are redone.
+            **({"ignore_labels": list(labels)} if labels else {}),
             "row": relative,
             "timings": timings,
             "source": str(subject.image),
@@ -152,8 +183,11 @@ def completed(subject: Subject, folder: Path, options: Options) -> Outcome | Non
     record = markers.read_done(folder)
     if record is None or record.get("options") != options.signature():
         return None
+    labels = ignore_labels(options.dataset)
+    if labels and record.get("ignore_labels") != list(labels):
+        return None  # made before the adapter's ignored labels were written out
     stored = record.get("row", {})
-    row = _row(subject, options, folder, bool(stored.get("seg")), [])
+    row = _row(subject, options, folder, bool(stored.get("seg")), [], bool(stored.get("ignore")))
     row["source"] = stored.get("source", row["source"])
     return Outcome(subject.subject_id, "skipped", row, record.get("timings", {}))
 

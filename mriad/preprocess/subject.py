@@ -21,8 +21,8 @@ from mriad.infra.io import Volume, check_labels, check_same_grid, read_nifti
 from mriad.preprocess import register as reg
 from mriad.preprocess import skullstrip
 from mriad.preprocess.bias import n4_correct
-from mriad.preprocess.crop import to_crop_grid
-from mriad.preprocess.downsample import downsample
+from mriad.preprocess.crop import labels_to_crop_grid, to_crop_grid
+from mriad.preprocess.downsample import downsample, downsample_labels
 from mriad.preprocess.normalise import percentile_normalise
 from mriad.preprocess.reorient import axis_codes, reorient_canonical
 from mriad.preprocess.resample import resample_isotropic
@@ -71,6 +71,8 @@ class Processed:
     warnings: list[str] = field(default_factory=list)
     # Template world -> subject world (RAS mm); the affine part only for SyN. Kept for provenance.
     matrix: np.ndarray = field(default_factory=lambda: np.eye(4))
+    # Voxels no metric may count (WMH's label 2), carried like the segmentation; None without any.
+    ignore: np.ndarray | None = None
 
 
 class Timer:
@@ -88,11 +90,18 @@ class Timer:
             self.seconds[name] = round(self.seconds.get(name, 0.0) + time.perf_counter() - start, 3)
 
 
-def run_steps(image: Volume, options: Options, seg: Volume | None = None, timer: Timer | None = None) -> Processed:
+def run_steps(
+    image: Volume,
+    options: Options,
+    seg: Volume | None = None,
+    timer: Timer | None = None,
+    ignore: Volume | None = None,
+) -> Processed:
     """Chain the steps on validated volumes (native grids); returns final-grid arrays.
 
     The segmentation is never resampled on its own before the crop step: it goes from its native grid
     to the crop grid in one nearest-neighbour interpolation through the same transform as the image.
+    ``ignore`` (voxels no metric counts, on the segmentation's grid) takes exactly the segmentation's way.
     """
     timer = timer or Timer()
     warnings: list[str] = [image.note] if image.note else []
@@ -101,6 +110,7 @@ def run_steps(image: Volume, options: Options, seg: Volume | None = None, timer:
         source_codes = axis_codes(image.affine)
         image = reorient_canonical(image)
         seg = reorient_canonical(seg) if seg is not None else None
+        ignore = reorient_canonical(ignore) if ignore is not None else None
     with timer.step("resample"):
         image = resample_isotropic(image, 1.0)
     with timer.step("skull_strip"):
@@ -128,6 +138,9 @@ def run_steps(image: Volume, options: Options, seg: Volume | None = None, timer:
                 seg=(seg.data > 0) if seg is not None else None,
                 seg_affine=seg.affine if seg is not None else None,
             )
+            crop_ignore = None
+            if ignore is not None:
+                crop_ignore = labels_to_crop_grid(registration, ignore.data > 0, ignore.affine, cropped.grid)
     finally:
         registration.cleanup()
     # Share of the (registered) brain inside the crop grid: volumes compared in template space.
@@ -148,6 +161,7 @@ def run_steps(image: Volume, options: Options, seg: Volume | None = None, timer:
             crop_image = n4_correct(crop_image, cropped.mask)
     with timer.step("downsample"):
         small_image, small_mask, small_seg = downsample(crop_image, cropped.mask, cropped.seg)
+        small_ignore = downsample_labels(crop_ignore, cropped.mask) if crop_ignore is not None else None
     with timer.step("normalise"):
         normalised = percentile_normalise(small_image, small_mask)
     if seg is not None and np.any(seg.data > 0) and (small_seg is None or not small_seg.any()):
@@ -160,6 +174,7 @@ def run_steps(image: Volume, options: Options, seg: Volume | None = None, timer:
         dict(timer.seconds),
         warnings,
         registration.matrix.copy(),
+        small_ignore,
     )
 
 
@@ -172,16 +187,21 @@ def load_inputs(
     seg_path: Path | None,
     labels: tuple[int, ...] | None = None,
     lesion_labels: tuple[int, ...] | None = None,
-) -> tuple[Volume, Volume | None]:
+    ignore_labels: tuple[int, ...] | None = None,
+) -> tuple[Volume, Volume | None, Volume | None]:
     """Read and validate the scan and its segmentation (same grid, integer labels, ``labels`` if given;
     an empty lesion mask is allowed). ``lesion_labels``: only these labels are lesion (WMH: 1, not
-    2 "other pathology"); None: every label > 0."""
+    2 "other pathology"); None: every label > 0. ``ignore_labels``: voxels of these labels become the
+    third volume, the ones no metric may count (WMH: 2); None without ``ignore_labels`` or a seg."""
     image = read_nifti(image_path)
     if seg_path is None:
-        return image, None
+        return image, None, None
     seg = read_nifti(seg_path, allow_empty=True)
     check_same_grid(image, seg)
     check_labels(seg, labels)
+    ignore = None
+    if ignore_labels:
+        ignore = Volume(np.isin(seg.data, ignore_labels).astype(np.uint8), seg.affine, seg.path, seg.note)
     if lesion_labels is not None:
         seg = Volume(np.isin(seg.data, lesion_labels).astype(np.uint8), seg.affine, seg.path, seg.note)
-    return image, seg
+    return image, seg, ignore

@@ -1,4 +1,9 @@
-"""Dataset adapters: ``--dataset`` name -> module with ``NAME``, ``DEFAULTS`` and ``discover()``."""
+"""Dataset adapters: ``--dataset`` name -> module with ``NAME``, ``DEFAULTS`` and ``discover()``.
+
+Also ``LABELS`` (the segmentation labels allowed, None: any) and, optionally, ``LESION_LABELS`` (the
+ones that are lesion; default every label > 0) and ``IGNORE_LABELS`` (the ones no metric may count,
+written to the subject's ``ignore.nii.gz``: WMH's label 2 "other pathology").
+"""
 
 from __future__ import annotations
 

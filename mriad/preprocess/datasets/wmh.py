@@ -3,7 +3,8 @@
 Layout of the release: ``<site>/[<scanner>/]<id>/`` with ``pre/FLAIR.nii.gz`` and ``pre/T1.nii.gz``
 (bias corrected, T1 registered to the FLAIR) and the reference ``wmh.nii.gz`` on the FLAIR grid:
 0 background, 1 WMH, 2 other pathology. As in the challenge, label 2 is not a lesion: the lesion
-mask is label 1 only (:data:`LESION_LABELS`). The subject ID is ``<folder above>_<id>``
+mask is label 1 only (:data:`LESION_LABELS`), and label 2 is not scored either (:data:`IGNORE_LABELS`:
+``ignore.nii.gz``, left out of every metric). The subject ID is ``<folder above>_<id>``
 (``Utrecht_0``, ``GE3T_100``, ``Singapore_50``), as in MHD's public splits (splits/WMH_*.csv).
 The scans are not skull stripped: the default strips (HD-BET) and registers to SRI24.
 """
@@ -18,6 +19,9 @@ NAME = "wmh"
 DEFAULTS = DatasetDefaults()
 LABELS: tuple[int, ...] | None = (0, 1, 2)
 LESION_LABELS: tuple[int, ...] = (1,)  # 2 = "other pathology": excluded from the lesion mask
+# ... and from scoring, as in the challenge: preprocess writes these voxels to ignore.nii.gz and
+# evaluate counts them neither as lesion nor as healthy (docs/evaluation.md).
+IGNORE_LABELS: tuple[int, ...] = (2,)
 _FILES = {"flair": "FLAIR", "t1": "T1"}
 
 
