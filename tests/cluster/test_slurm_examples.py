@@ -104,8 +104,10 @@ def test_train_reconstruct_evaluate_chain_equals_unsharded_commands(tmp_path: Pa
         tmp_path, OUT=str(tmp_path / "data"), DATA=str(manifest), MODELS="pddpm", FOLDS="0", NODES="2",
         GPUS_PER_NODE="1", RECON_SHARDS="2", RDZV_PORT_BASE=str(_port()), SPLITS="brats-val brats-test",
         EVAL_SPLITS="brats-test", VOLUMES_PER_BATCH="1", TRAIN_OPTS=TINY_TRAIN, STAGES="train reconstruct evaluate",
+        EVAL_SHARDS="2",
     )  # fmt: skip
     assert set(states.values()) == {"COMPLETED"}, states
+    assert "merge evaluation pddpm fold 0" in states  # the evaluate array's shards, then their merge
     run = tmp_path / "runs" / "pddpm-fold0"
     assert (run / "checkpoints" / "last.pt").is_file()
     # The same run folder, reconstructed and evaluated by unsharded commands in this process.
@@ -118,6 +120,11 @@ def test_train_reconstruct_evaluate_chain_equals_unsharded_commands(tmp_path: Pa
             assert np.array_equal(read_nifti(sharded, allow_empty=True).data, read_nifti(path, allow_empty=True).data)
     evaluate(reference, "brats-test", figures=False)
     ours, theirs = (json.loads((r / "eval" / "brats-test" / "summary.json").read_text()) for r in (run, reference))
-    assert ours["threshold"] == theirs["threshold"] and ours["metrics"] == theirs["metrics"]
+    shards = sorted(p.name for p in (run / "eval" / "brats-test" / "shards").glob("*.npz"))
+    assert shards == ["0-of-2.npz", "1-of-2.npz"]
+    # Two evaluate shards and their merge = one evaluate, but for the paths of the two run folders.
+    for summary in (ours, theirs):
+        summary.pop("run"), summary.pop("outputs")
+    assert ours == theirs
     per_subject = [(r / "eval" / "brats-test" / "per_subject.csv").read_bytes() for r in (run, reference)]
     assert per_subject[0] == per_subject[1]
