@@ -102,9 +102,8 @@ def _unsharded(run: Path, split: str, **settings: object) -> dict[str, bytes]:
     ("split", "count", "settings"),
     [
         ("brats-test", 2, {}),
-        ("brats-test", 3, {"protocol": "brain"}),
-        ("brats-test", 3, {"healthy_split": "ixi-test", "threshold_search": "bisection"}),
-        ("ixi-test", 2, {"healthy_split": "ixi-test"}),
+        ("brats-test", 3, {"protocol": "brain", "healthy_split": "ixi-test", "threshold_search": "bisection"}),
+        ("ixi-test", 2, {"healthy_split": "ixi-test", "threshold": 0.05}),
     ],
 )
 def test_shards_then_merge_equal_one_run(sharded_run: Path, split: str, count: int, settings: dict) -> None:
