@@ -14,6 +14,16 @@ shows which chunk each budget gets and that it fits.
 --train measures the peak RSS of training steps (fp32, Adam) at two batch sizes in a child process,
 with and without gradient checkpointing, and compares the growth per slice with the activations
 runtime.memory.unet_training_memory counts (its TRAINING_CALIBRATION comes from this table).
+
+    nice -n 10 .venv/bin/python bench/memory.py --baselines          # AE and DAE (--models ae,dae,vae,...)
+
+--baselines checks the count every other model is guarded by (runtime.footprint: autograd's saved
+tensors for a training step, the live-tensor high-water mark for score_volumes, both on the "meta"
+device) against the peak RSS growth of the real thing, one fresh child process per measurement:
+after a warm-up at the smallest size (kernels loaded, Adam's moments allocated) the child notes its
+RSS, resets the high-water mark (/proc/self/clear_refs) and reports VmHWM after the measured call.
+Peaks are read from /proc/self/status (VmHWM): ru_maxrss survives exec, so a child would report
+its parent's peak.
 """
 
 from __future__ import annotations
@@ -21,7 +31,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import resource
 import subprocess
 import sys
 from pathlib import Path
@@ -32,6 +41,105 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from common import machine, random_model  # noqa: E402
 
 GIB = 1 << 30
+
+
+def _status_bytes(field: str) -> int:
+    """A field of /proc/self/status in bytes (VmHWM: this process's peak RSS, VmRSS: now)."""
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith(field + ":"):
+            return int(line.split()[1]) * 1024
+    raise RuntimeError(f"/proc/self/status has no {field}")
+
+
+# Baseline settings the --baselines table measures (96x96 slices unless --size says otherwise).
+BASELINE_OPTIONS: dict[str, dict[str, object]] = {"fanogan": {"gan_steps": 1000}}
+
+
+def _baseline_model(name: str, size: int) -> torch.nn.Module:
+    from mriad.models.registry import get_model_class
+
+    cls = get_model_class(name)
+    options = dict(BASELINE_OPTIONS.get(name, {}))
+    if "image_size" in cls.resolve_config({}):
+        options["image_size"] = size
+    return cls(**options)
+
+
+def baseline_child(name: str, mode: str, sizes: list[int], size: int) -> None:
+    """Warm up at ``sizes[0]``, then measure at ``sizes[1]``: one JSON line of RSS before and peak."""
+    torch.set_num_threads(1)
+    torch.manual_seed(0)
+    model = _baseline_model(name, size)
+    volumes = model.batch_kind == "volumes"
+    optimizers = model.configure_optimizers() if mode == "train" else None
+    generator = torch.Generator().manual_seed(0)
+
+    def run(n: int) -> None:
+        if mode == "train":
+            x = torch.rand(n, 8, 1, size, size) if volumes else torch.rand(n, 1, size, size)
+            for _ in range(2):  # the second step has Adam's moments allocated
+                model.train().training_step(x, optimizers, generator)
+        else:
+            with torch.inference_mode():
+                model.eval().score_volumes(torch.rand(1, n, 1, size, size), generator)
+
+    run(sizes[0])
+    before = _status_bytes("VmRSS")
+    try:
+        Path("/proc/self/clear_refs").write_text("5")  # peak RSS := RSS now
+        reset = True
+    except OSError:
+        reset = False
+    run(sizes[1])
+    print(json.dumps({"before": before, "peak": _status_bytes("VmHWM"), "reset": reset}))
+
+
+def measure_baseline(name: str, mode: str, warm: int, n: int, size: int) -> dict[str, int]:
+    env = dict(os.environ, PYTHONPATH=str(Path(__file__).resolve().parents[1]))
+    command = [sys.executable, __file__, "--baseline-child", f"{name}:{mode}", "--chunks", f"{warm},{n}"]
+    out = subprocess.run([*command, "--size", str(size)], capture_output=True, text=True, check=True, env=env)
+    return json.loads(out.stdout.strip().splitlines()[-1])
+
+
+def baseline_table(names: list[str], size: int, train_sizes: list[int], infer_sizes: list[int]) -> None:
+    """Measured peak RSS growth against runtime.footprint's count, training steps and score_volumes."""
+    from mriad.runtime.footprint import (
+        COUNTED_INFERENCE_CALIBRATION,
+        COUNTED_TRAINING_CALIBRATION,
+        INFERENCE_OVERHEAD,
+        counted_inference_bytes,
+    )
+
+    where = machine(torch.device("cpu"))
+    print(f"# baselines, counted vs measured peak RSS growth (fp32, CPU, 1 thread), {size}x{size}: {where}")
+    print(f"{'model':8s} {'mode':5s} {'n':>4s} {'growth':>10s} {'counted':>10s} {'meas/count':>10s} "
+          f"{'estimate':>10s} {'est/meas':>8s}")  # fmt: skip
+    for name in names:
+        model = _baseline_model(name, size)
+        volumes = model.batch_kind == "volumes"
+        for mode, sizes in (("train", train_sizes), ("infer", infer_sizes)):
+            growth: dict[int, float] = {}
+            counted: dict[int, float] = {}
+            guarded: dict[int, float] = {}  # what the guards use: the count scaled, plus the overhead
+            for n in sizes[1:]:
+                result = measure_baseline(name, mode, sizes[0], n, size)
+                growth[n] = result["peak"] - result["before"]
+                if mode == "train":
+                    depth = 8 if volumes else 1
+                    estimate = type(model).estimate_training_memory(dict(model.config), n, size, size, depth=depth)
+                    guarded[n] = estimate.activations
+                    counted[n] = estimate.activations / COUNTED_TRAINING_CALIBRATION
+                else:
+                    guarded[n] = counted_inference_bytes(model, (1, n, 1, size, size))
+                    counted[n] = (guarded[n] - INFERENCE_OVERHEAD) / COUNTED_INFERENCE_CALIBRATION
+                note = "" if result["reset"] else "  (peak not reset: includes the warm-up)"
+                print(f"{name:8s} {mode:5s} {n:4d} {growth[n] / 2**20:7.1f} MB {counted[n] / 2**20:7.1f} MB "
+                      f"{growth[n] / counted[n]:9.2f}x {guarded[n] / 2**20:7.1f} MB {guarded[n] / growth[n]:7.2f}x"
+                      f"{note}")  # fmt: skip
+            if len(growth) > 1:
+                low, high = min(growth), max(growth)
+                slope = (growth[high] - growth[low]) / (counted[high] - counted[low])
+                print(f"{name:8s} {mode:5s} slope {low}->{high}: measured/counted {slope:.2f}x")
 
 
 def _forward(model: torch.nn.Module, chunk: int, device: torch.device, bf16: bool) -> None:
@@ -50,7 +158,7 @@ def child(config: str, chunks: list[int]) -> None:
     peaks = {}
     for chunk in chunks:
         _forward(model, chunk, torch.device("cpu"), bf16=False)
-        peaks[chunk] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024  # kB on Linux
+        peaks[chunk] = _status_bytes("VmHWM")
     print(json.dumps(peaks))
 
 
@@ -65,7 +173,7 @@ def train_child(config: str, batches: list[int], checkpointing: bool) -> None:
         x = torch.rand(batch, 1, 96, 96)
         for _ in range(2):  # the second step has Adam's moments allocated
             model.training_step(x, optimizers, generator)
-        peaks[batch] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+        peaks[batch] = _status_bytes("VmHWM")
     print(json.dumps(peaks))
 
 
@@ -131,7 +239,22 @@ def main() -> None:
     parser.add_argument("--train", action="store_true", help="training memory instead (CPU)")
     parser.add_argument("--train-child", default=None, help=argparse.SUPPRESS)
     parser.add_argument("--checkpointing", action="store_true", help=argparse.SUPPRESS)
+    parser.add_argument("--baselines", action="store_true", help="the counted estimate of other models (CPU)")
+    parser.add_argument("--models", default="ae,dae", help="--baselines: registered models to measure")
+    parser.add_argument("--size", type=int, default=96, help="--baselines: slice size")
+    parser.add_argument("--train-batches", default="2,8,24", help="--baselines: warm-up, then measured batches")
+    parser.add_argument("--infer-slices", default="8,32,128", help="--baselines: warm-up, then measured slices")
+    parser.add_argument("--baseline-child", default=None, help=argparse.SUPPRESS)
     args = parser.parse_args()
+    if args.baseline_child:
+        name, mode = args.baseline_child.split(":")
+        baseline_child(name, mode, [int(c) for c in args.chunks.split(",")], args.size)
+        return
+    if args.baselines:
+        train_sizes = [int(c) for c in args.train_batches.split(",")]
+        infer_sizes = [int(c) for c in args.infer_slices.split(",")]
+        baseline_table(args.models.split(","), args.size, train_sizes, infer_sizes)
+        return
     if args.train_child:
         train_child(args.train_child, [int(c) for c in args.chunks.split(",")], args.checkpointing)
         return

@@ -11,11 +11,17 @@ model: ``batch_kind`` (slices or whole volumes; the stage always calls :meth:`re
 :meth:`reconstruct_volumes` only then), ``inference_options`` and :meth:`configure_inference`
 (settings such as precision or compilation; a model without them refuses any value, so a flag is
 never silently ignored) and :meth:`max_batch` (slices per network call).
+
+Memory is estimated before anything is allocated, for every model through the same calls:
+:meth:`estimate_training_memory` (by default counted on the "meta" device from
+:meth:`training_probes`) and, at reconstruction, :meth:`inference_bytes` (see
+:mod:`mriad.runtime.footprint`).
 """
 
 from __future__ import annotations
 
 import contextlib
+from collections.abc import Iterator
 from typing import Any, ClassVar
 
 import torch
@@ -74,10 +80,28 @@ class AnomalyModel(nn.Module):
 
     # ---- training -------------------------------------------------------------------------------
     @classmethod
-    def estimate_training_memory(cls, config: dict[str, Any], batch: int, height: int, width: int) -> Any:
-        """Peak memory of one training step (a ``mriad.runtime.memory.TrainingMemory``), or None when
-        the model does not estimate it: then ``train`` does not check memory before starting."""
-        return None
+    def estimate_training_memory(
+        cls, config: dict[str, Any], batch: int, height: int, width: int, *, channels: int = 1, depth: int = 1
+    ) -> Any:
+        """Peak memory of one training step (a ``mriad.runtime.memory.TrainingMemory``) of ``batch``
+        items: slices ``(channels, height, width)``, or stacks of ``depth`` of them for volume models.
+
+        By default counted on the "meta" device from :meth:`training_probes`
+        (:func:`mriad.runtime.footprint.counted_training_memory`); nothing is allocated.
+        """
+        from mriad.runtime.footprint import counted_training_memory, item_shape
+
+        item = item_shape(cls.batch_kind, (channels, height, width), depth)
+        return counted_training_memory(cls, config, batch, item)
+
+    def training_probes(
+        self, batch: torch.Tensor, generator: torch.Generator | None = None
+    ) -> Iterator[torch.Tensor]:
+        """The forward passes of a training step, one loss each, without side effects (no counters
+        advanced, no host reads: they also run on the "meta" device). Memory is counted and a step
+        timed on the largest; by default the training loss. A model whose steps differ (a GAN's
+        phases) yields one loss per kind of step."""
+        yield self.training_loss(batch, generator)
 
     def loss_normalisation(self) -> str:
         """What the logged loss is averaged over, written beside it in metrics.csv: "image" (every
@@ -163,7 +187,10 @@ class AnomalyModel(nn.Module):
         return 64
 
     def inference_bytes(self, height: int, width: int) -> int | None:
-        """Activation bytes of one network input at inference, if the model estimates it (None: not)."""
+        """Activation bytes of one network input at inference, for models that chunk their network
+        calls (the reconstruct stage's memory check then counts one input per call). None (the
+        default): the whole group goes through at once, and the check counts :meth:`score_volumes`
+        on the "meta" device instead (:func:`mriad.runtime.footprint.counted_inference_bytes`)."""
         return None
 
 

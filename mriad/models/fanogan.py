@@ -16,6 +16,7 @@ from the encoder phase: the validation loss is +inf before it.
 from __future__ import annotations
 
 import contextlib
+from collections.abc import Iterator
 from typing import Any, ClassVar
 
 import torch
@@ -217,6 +218,17 @@ class FAnoGAN(AnomalyModel):
     def training_loss(self, batch: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
         """The izif (encoder) objective; the GAN phase lives in :meth:`training_step`."""
         return self.izif_loss(batch)
+
+    def training_probes(
+        self, batch: torch.Tensor, generator: torch.Generator | None = None
+    ) -> Iterator[torch.Tensor]:
+        """Both phases' forward passes: the izif loss, then the critic loss with its gradient penalty
+        (the generator's fake batch without a graph, as in :meth:`_gan_step`)."""
+        yield self.izif_loss(batch)
+        with torch.no_grad():
+            fake = self.generator_net(self.sample_latent(batch.shape[0], generator, batch.device))
+        wasserstein = self.critic(fake).mean() - self.critic(batch).mean()
+        yield wasserstein.float() + float(self.config["gp_weight"]) * self.gradient_penalty(batch, fake, generator)
 
     # ---- scoring --------------------------------------------------------------------------------
     @torch.no_grad()

@@ -2,8 +2,10 @@
 
 A paper-size network (pDDPM: 26 M parameters, ~14 GFLOP per 96x96 forward) trains for days on a
 CPU; nothing should let a user find that out hours in. The estimate is measured, not modelled: one
-forward pass of the training loss on two slices, timed on this machine, times three (the backward
-pass costs about twice the forward), scaled to the batch.
+forward pass of the model's training probe (:meth:`~mriad.models.base.AnomalyModel.training_probes`:
+the training loss, or each kind of step of a model whose steps differ, the slowest counting) on two
+slices (one volume for a volume model), timed on this machine, times three (the backward pass costs
+about twice the forward), scaled to the batch. Every model gets it, whatever it trains on.
 """
 
 from __future__ import annotations
@@ -25,29 +27,42 @@ LARGE_NETWORK_PARAMETERS = 5_000_000
 
 
 def expected_step_seconds(
-    model: AnomalyModel, batch_size: int, slice_shape: tuple[int, ...], autocast: Callable[[], Any] | None = None
+    model: AnomalyModel,
+    batch_size: int,
+    slice_shape: tuple[int, ...],
+    autocast: Callable[[], Any] | None = None,
+    depth: int = 1,
 ) -> float:
-    """Seconds per training step on the model's device, from one timed forward of two slices.
+    """Seconds per training step on the model's device, from one timed forward of two slices (one
+    volume of ``depth`` slices for a volume model) per training probe; the slowest probe counts.
 
     Random state is left exactly as found (own generator, global RNG restored), so a run that
-    prints the estimate trains as one that does not.
+    prints the estimate trains as one that does not. Gradients are enabled (a GAN's gradient penalty
+    needs them), but no backward runs: no parameter's ``.grad`` changes.
     """
+    from mriad.runtime.footprint import item_shape
+
     device = next(model.parameters()).device
-    height, width = (int(v) for v in slice_shape[-2:])
-    probe = torch.full((2, 1, height, width), 0.5, device=device)
+    items = 1 if model.batch_kind == "volumes" else 2
+    probe = torch.full((items, *item_shape(model.batch_kind, slice_shape, depth)), 0.5, device=device)
     generator = torch.Generator(device=device).manual_seed(0)
     state, was_training = torch.get_rng_state(), model.training
     model.eval()
     try:
-        with torch.no_grad(), autocast() if autocast is not None else contextlib.nullcontext():
-            model.training_loss(probe, generator)  # warm-up: first calls allocate and pick kernels
-            start = time.perf_counter()
-            model.training_loss(probe, generator)
-            seconds = time.perf_counter() - start
+        with torch.enable_grad(), autocast() if autocast is not None else contextlib.nullcontext():
+            for _ in model.training_probes(probe, generator):  # warm-up: first calls allocate, pick kernels
+                pass
+            slowest = 0.0
+            probes = iter(model.training_probes(probe, generator))
+            while True:
+                start = time.perf_counter()
+                if next(probes, None) is None:
+                    break
+                slowest = max(slowest, time.perf_counter() - start)
     finally:
         model.train(was_training)
         torch.set_rng_state(state)
-    return 3 * seconds * batch_size / 2
+    return 3 * slowest * batch_size / items
 
 
 def announce_cpu_cost(
@@ -57,15 +72,21 @@ def announce_cpu_cost(
     steps: int,
     batch_kind: str,
     autocast: Callable[[], Any] | None = None,
+    depth: int = 1,
 ) -> float | None:
-    """On a CPU, for a large network of slices: print the expected time per step and for ``steps``."""
+    """On a CPU, for a large network: print the expected time per step and for ``steps``.
+
+    ``slice_shape`` is the training slices' ``(N, C, H, W)``; ``depth`` the slices per volume (used
+    when ``batch_kind`` is "volumes": a step then sees ``batch_size`` whole volumes).
+    """
     device = next(model.parameters()).device
     parameters = sum(p.numel() for p in model.parameters())
-    if device.type != "cpu" or parameters < LARGE_NETWORK_PARAMETERS or batch_kind != "slices" or steps <= 0:
+    if device.type != "cpu" or parameters < LARGE_NETWORK_PARAMETERS or steps <= 0:
         return None
-    per_step = expected_step_seconds(model, batch_size, slice_shape, autocast)
+    per_step = expected_step_seconds(model, batch_size, slice_shape, autocast, depth)
+    unit = "volumes" if batch_kind == "volumes" else "slices"
     info(
-        f"expected on this CPU: ~{per_step:.1f} s per step of {batch_size} slices, ~{_duration(per_step * steps)} "
+        f"expected on this CPU: ~{per_step:.1f} s per step of {batch_size} {unit}, ~{_duration(per_step * steps)} "
         f"for the {steps} steps left ({parameters / 1e6:.0f} M parameters; a GPU, --batch-size or "
         "--channels shorten it)"
     )

@@ -9,7 +9,8 @@ several runs), so 120. bf16 on a GPU needs less; not measured on a GPU yet.
 Training: :func:`unet_training_memory` counts what autograd keeps for the backward pass (on the
 "meta" device, so even an impossible network costs nothing to ask about), and
 :func:`check_training_memory` turns a configuration that cannot fit into one line saying what to
-change, before anything is allocated.
+change, before anything is allocated. Every other model is counted the same way by
+:mod:`mriad.runtime.footprint`, through the same two guards.
 """
 
 from __future__ import annotations
@@ -117,7 +118,8 @@ def unet_training_memory(net: nn.Module, batch: int, height: int, width: int) ->
 
     meta = copy.deepcopy(net).to("meta").train()
     meta.checkpointing = False  # type: ignore[assignment]  # count every block's activations, then the checkpointed peak
-    x = torch.zeros(1, 1, height, width, device="meta")
+    channels = next(m for m in net.modules() if isinstance(m, nn.Conv2d)).in_channels  # the stem's input
+    x = torch.zeros(1, channels, height, width, device="meta")
     t = torch.zeros(1, dtype=torch.long, device="meta")
     saved, inside, block_inputs = saved_tensor_bytes(meta, (x, t), (ResBlock,))
     checkpointed = saved - sum(inside) + block_inputs + (max(inside) if inside else 0)
@@ -158,11 +160,29 @@ def check_training_memory(
     )
 
 
-def guard_training(cls: Any, options: dict[str, Any], slice_shape: tuple[int, ...], device: torch.device) -> None:
-    """The memory check `mriad train` runs before building the model (models that estimate their own)."""
+def guard_training(
+    cls: Any, options: dict[str, Any], slice_shape: tuple[int, ...], device: torch.device, depth: int = 1
+) -> None:
+    """The memory check `mriad train` runs, for every model, before building it.
+
+    ``slice_shape`` is the training slices' ``(N, C, H, W)``, ``depth`` the slices per volume (what a
+    batch item of a volume model holds). A model whose estimate cannot be counted (an operation the
+    meta device lacks) trains unchecked, with a warning: the estimate must never stop a run that
+    would have worked.
+    """
+    from mriad.infra.console import warn
+    from mriad.infra.errors import MriadError
+
     batch = int(options["batch_size"])
-    height, width = (int(v) for v in slice_shape[-2:])
-    estimate = cls.estimate_training_memory(options, batch, height, width)
+    channels, height, width = (int(v) for v in slice_shape[-3:])
+    try:
+        estimate = cls.estimate_training_memory(options, batch, height, width, channels=channels, depth=depth)
+    except MriadError:
+        raise
+    except Exception as exc:  # noqa: BLE001  # any failure of the count itself
+        first = str(exc).strip().splitlines()[0][:160] if str(exc).strip() else type(exc).__name__
+        warn(f"model {cls.name}: training memory not estimated ({type(exc).__name__}: {first}); not checked")
+        return
     if estimate is not None:
         checkpointing = bool(options.get("checkpointing", False))
         check_training_memory(estimate, batch=batch, checkpointing=checkpointing, device=device)
@@ -171,20 +191,35 @@ def guard_training(cls: Any, options: dict[str, Any], slice_shape: tuple[int, ..
 def check_inference_memory(model: Any, stack_shape: tuple[int, ...], device: torch.device) -> None:
     """Refuse, in one line, a reconstruction group that cannot fit even with one input per call.
 
-    ``stack_shape`` is the group's ``(V, S, 1, H, W)``. Counted: the weights, about eight float32
-    copies of the group (input, noise, noised input, sum, reconstruction, score and their host copies)
-    and one network input's activations (:meth:`AnomalyModel.inference_bytes`).
+    ``stack_shape`` is the group's ``(V, S, C, H, W)``. Models that chunk their network calls
+    declare :meth:`AnomalyModel.inference_bytes`: then the weights, about eight float32 copies of the
+    group (input, noise, noised input, sum, reconstruction, score and their host copies) and one
+    network input's activations. Every other model sends the group through at once: its
+    ``score_volumes`` is counted on the "meta" device (:func:`mriad.runtime.footprint.counted_inference_bytes`).
     """
     from mriad.infra.errors import MriadError
 
     volumes, height, width = int(stack_shape[0]), int(stack_shape[-2]), int(stack_shape[-1])
-    group = 8 * 4 * int(torch.Size(stack_shape).numel())
     weights = sum(p.numel() * p.element_size() for p in model.parameters())
-    need = weights + group + int(model.inference_bytes(height, width) or 0)
+    per_input = model.inference_bytes(height, width)
+    if per_input is not None:
+        group = 8 * 4 * int(torch.Size(stack_shape).numel())
+        need = weights + group + int(per_input)
+        detail = f"{group / GIB:.1f} GiB for the group's volumes"
+    else:
+        from mriad.infra.console import warn
+        from mriad.runtime.footprint import counted_inference_bytes
+
+        try:
+            group = counted_inference_bytes(model, tuple(int(v) for v in stack_shape))
+        except Exception as exc:  # noqa: BLE001  # a failed count must not stop a reconstruction that fits
+            warn(f"model {model.name}: reconstruction memory not estimated ({type(exc).__name__}); not checked")
+            return
+        need = weights + group
+        detail = f"{group / GIB:.1f} GiB for the group's {volumes * int(stack_shape[1])} slices at once"
     free = free_memory(device)
     if need > 0.9 * free:
         raise MriadError(
             f"--volumes-per-batch {volumes}: reconstructing needs about {need / GIB:.1f} GiB on {device} "
-            f"({group / GIB:.1f} GiB for the group's volumes), {free / GIB:.1f} GiB is free; "
-            "use a smaller --volumes-per-batch or another device"
+            f"({detail}), {free / GIB:.1f} GiB is free; use a smaller --volumes-per-batch or another device"
         )

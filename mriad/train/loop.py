@@ -352,7 +352,7 @@ class TrainingLoop:
         )
         left = self.epochs * self.steps_per_epoch - self.step
         announce_cpu_cost(self.model, self.batch_size, tuple(self.train_data.slices.shape), left,
-                          self.model.batch_kind, self.autocast)  # fmt: skip
+                          self.model.batch_kind, self.autocast, depth=self.train_data.depth)  # fmt: skip
 
     def _result(self) -> FitResult:
         return FitResult(
