@@ -42,7 +42,7 @@ from mriad.evaluate.spec import EvalSpec
 from mriad.evaluate.summary import HealthyReference, Stats, nan_to_none
 from mriad.evaluate.threshold import ThresholdResult
 from mriad.evaluate.volumes import SplitVolumes, load_split
-from mriad.infra.console import info
+from mriad.infra.console import info, warn
 from mriad.infra.digests import file_sha256
 from mriad.infra.errors import MriadError
 from mriad.infra.io import atomic_write_bytes
@@ -257,6 +257,8 @@ def score_shard(
             if other != count:  # another cut of the split: never merged with this one
                 stale.unlink(missing_ok=True)
     failures = [(str(s), str(r)) for s, r, _ in partial.meta["failures"]]
+    for subject, reason in failures:
+        warn(f"{subject}: {reason}")
     info(f"shard {index}/{count} of {split}: {len(partial.positions)} of {len(positions)} subject(s) scored -> {path}")
     return ShardResult(path, shard, len(positions), len(partial.positions), failures)
 
