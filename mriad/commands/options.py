@@ -165,6 +165,19 @@ def _check_text(command: str, option: str, value: str) -> None:
         if value != "best" and step_of(value) is None:
             raise OptionError(f"{value!r}: expected best or step-K (a train --checkpoint-every checkpoint)")
         return
+    if command == "evaluate" and option == "--shard":  # i/n, parsed as reconstruct and preprocess parse it
+        from mriad.infra.errors import MriadError
+        from mriad.infra.shards import parse_shard
+
+        try:
+            parse_shard(value)
+        except MriadError as exc:
+            raise OptionError(str(exc).removeprefix(f"--shard {value!r}: ")) from None
+        return
+    if option == "--modality" and command in ("synth", "preprocess") and "," in value:  # multi-channel: a list
+        for item in value.split(","):
+            _check_text(command, option, item.strip())
+        return
     allowed = CHOICES.get(f"{command} {option}", CHOICES.get(option))
     if allowed is not None:
         values = list(allowed() if callable(allowed) else allowed)

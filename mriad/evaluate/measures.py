@@ -63,10 +63,16 @@ def residual_scores(volumes: SplitVolumes, clamp: bool) -> tuple[torch.Tensor, C
         scores = scores.clone()
         for b in torch.nonzero(per_volume, as_tuple=True)[0].tolist():
             image, rec = volumes.image[b], volumes.reconstruction[b]
-            if not torch.equal((image - rec).abs(), volumes.score[b]):
+            if image.dim() > volumes.score[b].dim():  # channels last: the map is the channel mean
+                if not torch.allclose((image - rec).abs().mean(-1), volumes.score[b], rtol=1e-5, atol=1e-6):
+                    not_residual += 1
+                    continue
+                scores[b] = (image - rec.clamp(0, 1)).abs().mean(-1)
+            elif not torch.equal((image - rec).abs(), volumes.score[b]):
                 not_residual += 1
                 continue
-            scores[b] = (image - rec.clamp(0, 1)).abs()
+            else:
+                scores[b] = (image - rec.clamp(0, 1)).abs()
             recomputed += 1
     if not_residual:
         warn(f"--clamp: {not_residual} score map(s) are not |x - x_hat| of their reconstruction; used unclamped")
@@ -250,6 +256,14 @@ def subject_metrics(
 def slice_auroc(volumes: SplitVolumes, maps: torch.Tensor, protocol: Protocol) -> float | None:
     """AUROC of axial slices: score = the slice's maximum post-processed value, positive = the slice
     holds a lesion voxel; over every slice with brain of the split's volumes, pooled."""
+    return slice_auroc_of(*slice_scores(volumes, maps, protocol))
+
+
+def slice_scores(
+    volumes: SplitVolumes, maps: torch.Tensor, protocol: Protocol
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Per volume and axial slice ``(B, Z)``: the slice's score, whether it holds lesion, whether it
+    holds brain (what :func:`slice_auroc` pools; shards of an evaluation keep these)."""
     device = maps.device
     mask = volumes.mask.to(device)
     # Voxels outside the protocol's domain (and ignored ones) score 0, as outside the brain does.
@@ -259,6 +273,11 @@ def slice_auroc(volumes: SplitVolumes, maps: torch.Tensor, protocol: Protocol) -
     scores = values.amax(dim=(1, 2))  # (B, Z): axial slices are the last axis
     positive = _truth(volumes, slice(0, len(volumes)), device, protocol).any(dim=1).any(dim=1)
     has_brain = mask.any(dim=1).any(dim=1)
+    return scores, positive, has_brain
+
+
+def slice_auroc_of(scores: torch.Tensor, positive: torch.Tensor, has_brain: torch.Tensor) -> float | None:
+    """Slice AUROC from :func:`slice_scores` (None when the slices with brain are all one class)."""
     if not bool(positive[has_brain].any()) or bool(positive[has_brain].all()):
         return None
     return M.roc_auc(scores[has_brain], positive[has_brain])

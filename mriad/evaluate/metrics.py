@@ -24,6 +24,7 @@ written as an empty cell), when only one is empty it is 0.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import numpy as np
@@ -53,8 +54,30 @@ def _rows(x: torch.Tensor) -> torch.Tensor:
     return x.reshape(x.shape[0], -1)
 
 
+def _row_sum(x: torch.Tensor) -> torch.Tensor:
+    """``x.sum(1)`` of a ``(B, V)`` tensor, each row added up in the same order whatever its batch.
+
+    torch adds a lone row of 32,768 or more elements across its threads (in another order than a
+    row of a larger batch, so other last bits); a batch of one is therefore summed as a batch of two.
+    A volume's numbers then do not depend on the volumes it is scored with (sharded evaluations).
+    """
+    if x.shape[0] == 1:
+        return x.expand(2, -1).contiguous().sum(1)[:1]
+    return x.sum(1)
+
+
 def ranking_metrics(scores: torch.Tensor, labels: torch.Tensor, valid: torch.Tensor | None = None) -> RankingMetrics:
-    """AUPRC, AUROC and oracle Dice of every row (volume) of a batch ``(B, ...)``."""
+    """AUPRC, AUROC and oracle Dice of every row (volume) of a batch ``(B, ...)``; with the whole volume
+    (``valid`` None), a row's numbers do not depend on the other rows of its batch (on one device)."""
+    return _ranking(scores, labels, valid, _row_sum)
+
+
+def _ranking(
+    scores: torch.Tensor,
+    labels: torch.Tensor,
+    valid: torch.Tensor | None,
+    row_sum: Callable[[torch.Tensor], torch.Tensor],
+) -> RankingMetrics:
     scores = _rows(scores).to(torch.float32)
     labels = _rows(labels).to(torch.bool)
     valid = torch.ones_like(labels) if valid is None else _rows(valid).to(torch.bool)
@@ -96,8 +119,8 @@ def ranking_metrics(scores: torch.Tensor, labels: torch.Tensor, valid: torch.Ten
     predicted = tp_end + fp_end
     precision = torch.where(predicted > 0, tp_end / predicted.clamp(min=1), torch.zeros_like(predicted))
     # sum over positives of the precision at their run's end = sum_n (R_n - R_{n-1}) P_n * P
-    auprc = (posf * precision).sum(1) / p
-    auroc = (posf * (n[:, None] - 0.5 * (fp_end + fp_before))).sum(1) / (p * n)
+    auprc = row_sum(posf * precision) / p
+    auroc = row_sum(posf * (n[:, None] - 0.5 * (fp_end + fp_before))) / (p * n)
 
     # Oracle Dice at every run end of valid voxels: 2 TP / (predicted + P).
     dice = 2.0 * tp_end / (predicted + p[:, None])
@@ -129,8 +152,12 @@ def roc_auc(scores: torch.Tensor, labels: torch.Tensor, valid: torch.Tensor | No
 
 
 def _single(scores: torch.Tensor, labels: torch.Tensor, valid: torch.Tensor | None) -> RankingMetrics:
-    return ranking_metrics(
-        scores.reshape(1, -1), labels.reshape(1, -1), None if valid is None else valid.reshape(1, -1)
+    # One pool, ranked as it always was (a sharded evaluation ranks the same pool, in the same order).
+    return _ranking(
+        scores.reshape(1, -1),
+        labels.reshape(1, -1),
+        None if valid is None else valid.reshape(1, -1),
+        lambda x: x.sum(1),
     )
 
 
@@ -159,7 +186,26 @@ def precision_recall_curve(scores: torch.Tensor, labels: torch.Tensor, max_point
     tp_end = tp[ends].to(torch.float64)
     positives = float(tp[-1]) if tp.numel() else 0.0
     del tp
-    precision = tp_end / (ends + 1).to(torch.float64)
+    return _curve(tp_end, (ends + 1).to(torch.float64), positives, max_points)
+
+
+def precision_recall_from_counts(hits: torch.Tensor, totals: torch.Tensor, max_points: int | None = None) -> PRCurve:
+    """:func:`precision_recall_curve` of a pool given as counts per distinct score, in DESCENDING
+    score order (``hits``: lesion voxels, ``totals``: all voxels with that score).
+
+    The curve only reads the cumulative counts at the ends of runs of equal scores, so this is the
+    same computation, to the last bit, as on the voxels themselves (sharded evaluations merge pools
+    this way).
+    """
+    tp_end = torch.cumsum(hits.reshape(-1).to(torch.int64), 0).to(torch.float64)
+    predicted = torch.cumsum(totals.reshape(-1).to(torch.int64), 0).to(torch.float64)
+    positives = float(tp_end[-1]) if tp_end.numel() else 0.0
+    return _curve(tp_end, predicted, positives, max_points)
+
+
+def _curve(tp_end: torch.Tensor, predicted: torch.Tensor, positives: float, max_points: int | None) -> PRCurve:
+    """Precision, recall and AUPRC from true positives and predicted voxels at every run end."""
+    precision = tp_end / predicted
     gained = torch.diff(tp_end, prepend=tp_end.new_zeros(1))
     auprc = float((gained * precision).sum() / positives) if positives else float("nan")
     recall = tp_end / max(positives, 1.0)
@@ -203,9 +249,15 @@ def dice_score(prediction: np.ndarray, truth: np.ndarray) -> float:
 
 
 def mean_abs_inside(image: torch.Tensor, reconstruction: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
-    """l1 per volume: mean |x - x_hat| over the brain mask, shape (B,) float64 (NaN for empty masks)."""
+    """l1 per volume: mean |x - x_hat| over the brain mask, shape (B,) float64 (NaN for empty masks).
+
+    Multi-channel volumes ``(B, X, Y, Z, C)`` (masks ``(B, X, Y, Z)``): the channel mean of |x - x_hat|.
+    """
     inside = _rows(mask).to(torch.bool)
-    diff = (_rows(image).to(torch.float64) - _rows(reconstruction).to(torch.float64)).abs()
-    total = (diff * inside).sum(1)
+    if image.dim() == mask.dim() + 1:
+        diff = _rows((image.to(torch.float64) - reconstruction.to(torch.float64)).abs().mean(-1))
+    else:
+        diff = (_rows(image).to(torch.float64) - _rows(reconstruction).to(torch.float64)).abs()
+    total = _row_sum(diff * inside)
     count = inside.sum(1).to(torch.float64)
     return torch.where(count > 0, total / count.clamp(min=1), torch.full_like(total, float("nan")))

@@ -13,10 +13,12 @@ docs/evaluation.md. The stage runs threshold -> metrics -> summary -> files.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pandas as pd
 import torch
 
@@ -39,7 +41,7 @@ from mriad.evaluate.protocol import Protocol
 from mriad.evaluate.spec import EvalSpec
 from mriad.evaluate.summary import EvalSummary, HealthyReference, Stats, nan_to_none
 from mriad.evaluate.threshold import ThresholdResult, fpr_thresholds
-from mriad.evaluate.volumes import SplitVolumes, load_split, missing_recon, require_recon
+from mriad.evaluate.volumes import SplitVolumes, load_split, missing_recon, reference_channel, require_recon
 from mriad.infra.console import debug, info, warn
 from mriad.infra.errors import MriadError
 from mriad.infra.io import atomic_write_csv, atomic_write_json, remove_temporaries
@@ -165,6 +167,20 @@ class _SplitMaps:
     clamp: ClampReport
 
 
+@dataclass
+class _Scored:
+    """What the summary says of the scored volumes besides their numbers (one split, or a split's shards)."""
+
+    subjects: list[str]
+    clamp: ClampReport
+    ignore: dict[str, Any]
+
+    @classmethod
+    def of(cls, test: _SplitMaps) -> _Scored:
+        subjects = [str(s) for s in test.volumes.rows["subject_id"]]
+        return cls(subjects, test.clamp, measures.ignore_settings(test.volumes))
+
+
 def _load_maps(
     inputs: _Inputs, split: str, rows: pd.DataFrame, protocol: Protocol, device: torch.device, failures: list
 ) -> _SplitMaps:
@@ -184,8 +200,13 @@ def _evaluate(inputs: _Inputs, spec: EvalSpec, device: torch.device) -> EvalSumm
     table = subject_metrics(test.volumes, test.maps, None if chosen is None else chosen.threshold, protocol=protocol)
     split_level = _split_metrics(test, protocol)
     healthy = _healthy_step(inputs, spec, test, device, failures)
-    summary = _summarise(inputs, spec, device, test, chosen, val_name, table, split_level, healthy, failures)
-    _write(inputs.run, spec, summary, test, table, chosen, split_level, failures)
+    scored = _Scored.of(test)
+    summary = _summarise(inputs, spec, device, scored, chosen, val_name, table, split_level, healthy, failures)
+
+    def examples(path: Path) -> None:
+        _examples(path, test.volumes, test.maps, table, chosen, spec.rules)
+
+    _write(inputs.run, spec, summary, table, split_level, failures, examples)
     return summary
 
 
@@ -248,27 +269,37 @@ def _healthy_step(
     protocol = spec.rules
     rows = select_split(inputs.frame, name, inputs.fold)
     healthy = test if name == spec.split else _load_maps(inputs, name, rows, protocol, device, failures)
+    reference = _healthy_reference(name, healthy)
+    if (test.volumes.labels == 1).any():
+        reference.dice_at_fpr = _dice_stats(_dice_at_fpr(test, reference.fpr_thresholds, protocol))
+    return reference
+
+
+def _healthy_reference(name: str, healthy: _SplitMaps) -> HealthyReference:
+    """FPR thresholds and l1 of a healthy split's maps (``dice_at_fpr`` is the lesion split's, added later)."""
     if (healthy.volumes.labels == 1).any():
         raise MriadError(f"--healthy-split {name}: holds lesion subjects; choose a healthy split (e.g. ixi-val)")
     thresholds = fpr_thresholds(measures.healthy_brain_voxels(healthy.volumes, healthy.maps), FPR_RATES)
     brain = measures.scored_brain(healthy.volumes)  # less any ignored voxels
     l1 = M.mean_abs_inside(healthy.volumes.image, healthy.volumes.reconstruction, brain)
-    dice: dict[str, Stats] = {}
-    if (test.volumes.labels == 1).any():
-        for rate, threshold in thresholds.items():
-            values, _ = measures.dice_at(test.volumes, test.maps, threshold, protocol)
-            if (stats := Stats.of(pd.Series(values))) is not None:
-                dice[rate] = stats
     return HealthyReference(
         split=name,
         n_subjects=len(healthy.volumes),
         l1=Stats.of(pd.Series(l1.cpu().numpy())),
         fpr_thresholds=thresholds,
-        dice_at_fpr=dice,
     )
 
 
-def _settings(manifest: Path, device: torch.device, protocol: Protocol, clamp: ClampReport) -> dict[str, Any]:
+def _dice_at_fpr(test: _SplitMaps, thresholds: dict[str, float], protocol: Protocol) -> dict[str, np.ndarray]:
+    """Per subject of the lesion split: Dice at each healthy FPR threshold (NaN for healthy subjects)."""
+    return {rate: measures.dice_at(test.volumes, test.maps, t, protocol)[0] for rate, t in thresholds.items()}
+
+
+def _dice_stats(values: dict[str, np.ndarray]) -> dict[str, Stats]:
+    return {rate: stats for rate, array in values.items() if (stats := Stats.of(pd.Series(array))) is not None}
+
+
+def _settings(manifest: Path, device: torch.device | str, protocol: Protocol, clamp: ClampReport) -> dict[str, Any]:
     return {
         "data": str(manifest),
         "device": str(device),
@@ -294,8 +325,8 @@ def _settings(manifest: Path, device: torch.device, protocol: Protocol, clamp: C
 def _summarise(
     inputs: _Inputs,
     spec: EvalSpec,
-    device: torch.device,
-    test: _SplitMaps,
+    device: torch.device | str,
+    scored: _Scored,
     chosen: ThresholdResult | None,
     val_name: str | None,
     table: pd.DataFrame,
@@ -316,7 +347,7 @@ def _summarise(
         threshold=None if chosen is None else chosen.threshold,
         threshold_search=None if chosen is None else chosen.method,
         threshold_val_dice=None if chosen is None else chosen.dice,
-        n_subjects=len(test.volumes),
+        n_subjects=len(scored.subjects),
         failures=[{"subject_id": subject, "reason": reason} for subject, reason in failures],
         metrics=metrics,
         pooled_auprc=None if split_level.curve is None else nan_to_none(split_level.curve.auprc),
@@ -324,11 +355,9 @@ def _summarise(
         slice_auroc=split_level.slice_auroc,
         fpr_thresholds=split_level.fpr,
         healthy=healthy,
-        settings={**_settings(inputs.manifest, device, protocol, test.clamp), **measures.ignore_settings(test.volumes)},
+        settings={**_settings(inputs.manifest, device, protocol, scored.clamp), **scored.ignore},
         versions=versions(),
-        provenance=evaluation_provenance(
-            inputs.run.root, inputs.manifest, {spec.split: [str(s) for s in test.volumes.rows["subject_id"]]}
-        ),
+        provenance=evaluation_provenance(inputs.run.root, inputs.manifest, {spec.split: scored.subjects}),
         outputs={
             "per_subject": str(inputs.run.per_subject(spec.split)),
             "summary": str(inputs.run.summary(spec.split)),
@@ -340,13 +369,13 @@ def _write(
     run: RunFolder,
     spec: EvalSpec,
     summary: EvalSummary,
-    test: _SplitMaps,
     table: pd.DataFrame,
-    chosen: ThresholdResult | None,
     split_level: _SplitLevel,
     failures: list[tuple[str, str]],
+    examples: Callable[[Path], None],
 ) -> None:
-    """per_subject.csv, failures.csv, figures, then summary.json (last: it names the others)."""
+    """per_subject.csv, failures.csv, figures, then summary.json (last: it names the others);
+    ``examples`` draws the example figure at the path it is given."""
     atomic_write_csv(run.per_subject(spec.split), table)
     failures_csv = run.eval_failures(spec.split)
     if failures:
@@ -362,7 +391,7 @@ def _write(
         if curve is not None and summary.pooled_auprc is not None:
             pr_curve(figures / "pr_curve.png", curve.precision, curve.recall, summary.pooled_auprc, title=spec.split)
         summary.outputs["figures"] = str(figures)
-        _examples(figures / "examples.png", test.volumes, test.maps, table, chosen, spec.rules)
+        examples(figures / "examples.png")
     atomic_write_json(run.summary(spec.split), summary.to_json())
 
 
@@ -373,26 +402,26 @@ def _examples(
     table: pd.DataFrame,
     chosen: ThresholdResult | None,
     protocol: Protocol,
+    at: dict[int, int] | None = None,
 ) -> None:
-    """Best, median and worst subjects (by Dice, else AUPRC, else lowest l1) at their most lesional slice."""
-    for key, higher_is_better in (("dice", True), ("auprc", True), ("l1", False)):
-        ranked = table[key].dropna().sort_values(ascending=not higher_is_better)
-        if len(ranked):
-            break
-    if not len(ranked):
-        return
-    picks = {"best": ranked.index[0], "median": ranked.index[len(ranked) // 2], "worst": ranked.index[-1]}
+    """Best, median and worst subjects (by Dice, else AUPRC, else lowest l1) at their most lesional slice.
+
+    ``at`` maps a row of ``table`` to its volume in ``volumes`` (default: the same index), so that a
+    merge of shards loads only the volumes it draws.
+    """
+    key, picks = _example_picks(table)
     examples = []
     seen: set[int] = set()
     for tag, row in picks.items():
         if row in seen:
             continue
         seen.add(row)
-        mask = volumes.mask[row].numpy()
-        seg = volumes.seg[row].numpy()
-        truth = (seg if protocol.whole_volume else seg & mask) if volumes.labels[row] == 1 else None
+        b = row if at is None else at[row]
+        mask = volumes.mask[b].numpy()
+        seg = volumes.seg[b].numpy()
+        truth = (seg if protocol.whole_volume else seg & mask) if volumes.labels[b] == 1 else None
         z = lesion_slice(truth, mask)
-        anomaly = maps[row].cpu().numpy()
+        anomaly = maps[b].cpu().numpy()
         prediction = None
         if chosen is not None:
             prediction = protocol.predict(anomaly, chosen.threshold, mask)[:, :, z]
@@ -400,14 +429,24 @@ def _examples(
         examples.append(
             Example(
                 title=f"{tag}: {table.loc[row, 'subject_id']}\n{key} {value:.3f}, z={z}",
-                image=volumes.image[row, :, :, z].numpy(),
-                reconstruction=volumes.reconstruction[row, :, :, z].numpy(),
+                image=reference_channel(volumes.image)[b, :, :, z].numpy(),
+                reconstruction=reference_channel(volumes.reconstruction)[b, :, :, z].numpy(),
                 anomaly=anomaly[:, :, z],
                 prediction=prediction,
                 truth=None if truth is None else truth[:, :, z],
             )
         )
-    example_grid(path, examples)
+    if examples:
+        example_grid(path, examples)
+
+
+def _example_picks(table: pd.DataFrame) -> tuple[str, dict[str, int]]:
+    """The ranking metric and the rows of its best, median and worst subjects ({} when none has a value)."""
+    for key, higher_is_better in (("dice", True), ("auprc", True), ("l1", False)):
+        ranked = table[key].dropna().sort_values(ascending=not higher_is_better)
+        if len(ranked):
+            return key, {"best": ranked.index[0], "median": ranked.index[len(ranked) // 2], "worst": ranked.index[-1]}
+    return "l1", {}
 
 
 def summary_rows(summary: dict[str, Any]) -> list[tuple[str, str]]:

@@ -3,7 +3,9 @@
 A split is read once, with threads (gzip inflation releases the GIL), into stacked CPU tensors
 ``(B, X, Y, Z)``; the evaluation then moves chunks of volumes to the device. The preprocessed grid is
 fixed by the contract (CONTRACTS.md), so every volume of a split must have the same shape; a subject
-that does not is refused by name rather than silently resampled.
+that does not is refused by name rather than silently resampled. Multi-channel scans (``preprocess
+--modality t2,flair``) and their reconstructions are ``(X, Y, Z, C)``, stacked ``(B, X, Y, Z, C)``;
+score maps, masks and segmentations stay 3D.
 """
 
 from __future__ import annotations
@@ -96,18 +98,18 @@ def _read_subject(run: Path, split: str, row: pd.Series) -> dict:
     for path in (rec_path, score_path):
         if not path.is_file():
             raise InputError(path, f"missing: run `mriad reconstruct --run {run} --split {split}`")
-    image = read_nifti(row["image"], allow_empty=True)
+    image = read_nifti(row["image"], allow_empty=True, channels=True)
     mask, seg = read_masks(image, row["mask"], row["seg"], require_mask=True)
     stale = stale_maps(run, split, subject, row["image"], row["mask"])
     if stale is not None:  # never score a scan against the maps of another
         raise InputError(rec_path, f"{stale}; run `mriad reconstruct --run {run} --split {split}` to redo it")
     if seg is None:
-        seg = np.zeros(image.shape, dtype=bool)
-    rec = read_nifti(rec_path, allow_empty=True).data
+        seg = np.zeros(image.shape[:3], dtype=bool)
+    rec = read_nifti(rec_path, allow_empty=True, channels=True).data
     score = read_nifti(score_path, allow_empty=True).data
-    for path, array in ((rec_path, rec), (score_path, score)):
-        if array.shape != image.shape:
-            raise InputError(path, f"shape {array.shape} differs from the image's {image.shape}")
+    for path, array, shape in ((rec_path, rec, image.shape), (score_path, score, image.shape[:3])):
+        if array.shape != shape:
+            raise InputError(path, f"shape {array.shape} differs from the image's {shape}")
     ignore = _read_ignore(row.get("ignore"), Volume(mask, image.affine, str(row["image"])))
     return {
         "ignore": ignore,
@@ -181,6 +183,11 @@ def _stack_ignore(masks: list[np.ndarray | None], shape: tuple[int, ...]) -> tor
         return None
     empty = np.zeros(shape, dtype=bool)
     return torch.from_numpy(np.stack([empty if mask is None else mask for mask in masks]))
+
+
+def reference_channel(stack: torch.Tensor) -> torch.Tensor:
+    """``(B, X, Y, Z)`` as it is; ``(B, X, Y, Z, C)`` -> its first channel (the reference modality)."""
+    return stack[..., 0] if stack.dim() == 5 else stack
 
 
 def volumes_per_chunk(voxels: int, device: torch.device) -> int:

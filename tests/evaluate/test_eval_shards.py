@@ -191,3 +191,29 @@ def test_cli_shard_options(cli, sharded_run: Path) -> None:
     assert merge.exit_code == 1 and "no shard results" in merge.output
     help_text = cli("evaluate", "--help").output
     assert "--shard" in help_text and "--merge" in help_text
+
+
+def test_a_volume_gets_the_same_numbers_alone_and_in_a_batch() -> None:
+    """A shard groups volumes otherwise than one run: a lone row (torch adds it across threads when it
+    has 32,768 elements or more) must get the bits it gets among others. With these rows and 2 threads,
+    a plain ``sum(1)`` differs in the last bits (AUPRC, and the l1 total of seed 2's second row)."""
+    import torch
+
+    from mriad.evaluate import metrics as M
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(2)
+    try:
+        generator = torch.Generator().manual_seed(0)
+        scores = torch.rand(3, 200_000, generator=generator)
+        labels = torch.rand(3, 200_000, generator=generator) < scores * 0.1
+        batch, alone = M.ranking_metrics(scores, labels), M.ranking_metrics(scores[1:2], labels[1:2])
+        assert torch.equal(batch.auprc[1:2], alone.auprc) and torch.equal(batch.auroc[1:2], alone.auroc)
+        generator = torch.Generator().manual_seed(2)
+        image = torch.rand(3, 460_800, generator=generator, dtype=torch.float64)
+        image *= torch.rand(3, 460_800, generator=generator) < 0.3
+        zeros, brain = torch.zeros_like(image), torch.ones(image.shape, dtype=torch.bool)
+        l1 = M.mean_abs_inside(image, zeros, brain)
+        assert torch.equal(l1[1:2], M.mean_abs_inside(image[1:2], zeros[1:2], brain[1:2]))
+    finally:
+        torch.set_num_threads(threads)
