@@ -56,3 +56,6 @@ def test_two_channel_synth_train_reconstruct_evaluate(tmp_path: Path, cli) -> No
     for name in ("dice", "auprc", "auroc", "l1"):
         assert math.isfinite(summary["metrics"][name]["mean"]), (name, summary["metrics"][name])
     assert (run / "eval" / "brats-test" / "figures").is_dir()  # the figures show the first channel
+    result = cli("--hide-progress", "report", run)
+    assert result.exit_code == 0, result.output
+    assert (run / "report.html").is_file()

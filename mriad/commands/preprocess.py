@@ -25,7 +25,14 @@ def preprocess_command(
         "-d",
         help="ixi, brats21 (also BraTS 2018 naming), mslub, atlas2 (T1), wmh (flair/t1), bids or generic.",
     ),
-    modality: str = typer.Option("t2", "--modality", "-m", help="t2, t1 or flair (IXI: t1, t2, pd)."),
+    modality: str = typer.Option(
+        "t2",
+        "--modality",
+        "-m",
+        help="t2, t1 or flair (IXI: t1, t2, pd). A list such as t2,flair (BraTS) writes one multi-channel "
+        "image.nii.gz (X, Y, Z, C) per subject: skull strip, registration and crop from the first modality, "
+        "N4 and normalisation per channel; the manifest's channels column records the order.",
+    ),
     skull_strip: str = typer.Option(
         None,
         "--skull-strip",

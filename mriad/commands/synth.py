@@ -38,7 +38,8 @@ def synth_command(
         "t2",
         "--modality",
         help="Contrast: `t2` (paper), `flair` or `t1` (the atlas's own). IXI has no FLAIR: raw FLAIR needs "
-        "--healthy 0.",
+        "--healthy 0. A list such as `t2,flair`: the same subjects in each contrast, one 4D image per subject "
+        "(--preprocessed) or one file per modality (raw: BraTS layout, --healthy 0).",
     ),
 ) -> None:
     """Synthetic brain MRI built from real anatomy, with lesion masks and demographics.

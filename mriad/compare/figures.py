@@ -185,17 +185,18 @@ def _rec_path(group: Group, split: str, subject: str) -> Path:
 
 def load_recon_grid(case: ReconCase) -> Any:
     """Read the chosen subject's volumes and draw :func:`recon_grid`; refuses volumes on other grids."""
+    from mriad.contracts.data import spatial
     from mriad.infra.errors import InputError
     from mriad.infra.io import read_nifti
 
-    image = read_nifti(case.image)
+    image = spatial(read_nifti(case.image, channels=True))  # multi-channel scans: the first channel
     seg = None
     if case.seg is not None and case.seg.is_file():
         seg_volume = read_nifti(case.seg, allow_empty=True)
         seg = seg_volume.data if seg_volume.shape == image.shape else None
     recs = []
     for name, path in case.reconstructions:
-        rec = read_nifti(path, allow_empty=True)
+        rec = spatial(read_nifti(path, allow_empty=True, channels=True))
         if rec.shape != image.shape:
             raise InputError(path, f"shape {rec.shape} differs from the input image's {image.shape}")
         recs.append((name, rec.data))

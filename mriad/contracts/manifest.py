@@ -30,6 +30,9 @@ PATH_COLUMNS = ["image", "mask", "seg"]
 # Path columns a manifest may lack (then the frame lacks them too: readers use ``row.get``); resolved and
 # checked like the others when present; write_manifest leaves one out when every cell is empty.
 OPTIONAL_PATH_COLUMNS = ["ignore"]
+# Other optional columns written by preprocess/synth (left out when every cell is empty): ``channels``,
+# the modalities of a multi-channel image in its channel order (e.g. ``t2,flair``).
+OPTIONAL_COLUMNS = ["channels"]
 SPLIT_VALUES = {"trainval", "train", "val", "test", ""}
 KNOWN_SPLIT_SUFFIXES = ("train", "val", "test", "trainval", "all")
 _SHOWN = 5  # subject IDs named in a leak message
@@ -192,7 +195,7 @@ def write_manifest(frame: pd.DataFrame, path: str | Path) -> Path:
     for column in COLUMNS:
         if column not in out.columns:
             out[column] = ""
-    for column in OPTIONAL_PATH_COLUMNS:
+    for column in OPTIONAL_PATH_COLUMNS + OPTIONAL_COLUMNS:
         if column in out.columns and all(blank(value) for value in out[column]):
             out = out.drop(columns=column)
     for column in _path_columns(out):

@@ -12,7 +12,7 @@ from typing import Any
 
 import pandas as pd
 
-from mriad.contracts.manifest import COLUMNS, OPTIONAL_PATH_COLUMNS, write_manifest
+from mriad.contracts.manifest import COLUMNS, OPTIONAL_COLUMNS, OPTIONAL_PATH_COLUMNS, write_manifest
 from mriad.contracts.subject_folder import finished_markers
 from mriad.preprocess import markers
 from mriad.preprocess.datasets import Problem
@@ -56,7 +56,7 @@ def write_outputs(out: Path, dataset: str, rows: list[dict[str, Any]], failures:
     out = Path(out)
     manifest_path = out / MANIFEST
     all_rows = _stored_rows(out, dataset) + list(rows)
-    columns = COLUMNS + OPTIONAL_PATH_COLUMNS  # write_manifest leaves out an optional column nobody has
+    columns = COLUMNS + OPTIONAL_PATH_COLUMNS + OPTIONAL_COLUMNS  # write_manifest drops an optional one nobody has
     frame = pd.DataFrame(all_rows, columns=columns) if all_rows else pd.DataFrame(columns=COLUMNS)
     frame = _unique_ids(frame)
     splits = _previous_splits(manifest_path)

@@ -23,7 +23,7 @@ from mriad.infra.errors import InputError, MriadError
 from mriad.infra.io import Volume, atomic_write_json, write_nifti
 from mriad.preprocess import markers
 from mriad.preprocess.datasets import Problem, Subject, adapter
-from mriad.preprocess.subject import PIPELINE_REVISION, Options, Timer, load_inputs, run_steps
+from mriad.preprocess.subject import PIPELINE_REVISION, Options, Timer, load_inputs, load_others, run_steps
 from mriad.preprocess.transform import write_sidecar
 
 
@@ -65,6 +65,8 @@ def _row(
         "sex": subject.sex,
         "source": source,
         **ignore,
+        # A --modality list: the image is multi-channel, its channels in this order (docs/CONTRACTS.md).
+        **({"channels": options.modality} if "," in options.modality else {}),
     }
 
 
@@ -83,9 +85,10 @@ def process_subject(subject: Subject, folder: Path, options: Options) -> Outcome
                 lesion_labels=getattr(module, "LESION_LABELS", None),
                 ignore_labels=ignore_labels(options.dataset),
             )
+            others = load_others(image, subject.others)  # the further modalities of a --modality list
         if folder.exists():
             markers.clear_subject(folder)
-        return _process(subject, folder, options, image, seg, timer, start, ignore)
+        return _process(subject, folder, options, image, seg, timer, start, ignore, others)
     except BaseException:
         # Outputs of an earlier run (other options, --force) are stale now: a failed subject has none.
         if folder.exists():
@@ -107,9 +110,10 @@ def _process(
     timer: Timer,
     start: float,
     ignore: Volume | None = None,
+    others: list[Volume] | None = None,
 ) -> Outcome:
     folder.mkdir(parents=True, exist_ok=True)
-    result = run_steps(image, options, seg, timer, ignore=ignore)
+    result = run_steps(image, options, seg, timer, ignore=ignore, others=others or ())
     has_ignore = result.ignore is not None and bool(result.ignore.any())
     with timer.step("write"):
         files = SubjectFolder(folder)
@@ -135,7 +139,8 @@ def _process(
 
         with timer.step("qc"):
             title = f"{options.dataset} {subject.subject_id}"
-            write_qc(files.qc, result.image, result.mask, result.seg, title=title)
+            reference = result.image if result.image.ndim == 3 else result.image[..., 0]  # the first modality
+            write_qc(files.qc, reference, result.mask, result.seg, title=title)
             written.append(files.qc.name)
     timings = {**timer.seconds, "total": round(time.perf_counter() - start, 3)}
     atomic_write_json(files.timings, timings)

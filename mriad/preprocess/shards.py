@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING
 
 import pandas as pd
 
-from mriad.contracts.manifest import COLUMNS, OPTIONAL_PATH_COLUMNS, write_manifest
+from mriad.contracts.manifest import COLUMNS, OPTIONAL_COLUMNS, OPTIONAL_PATH_COLUMNS, write_manifest
 from mriad.infra.io import atomic_write_csv
 from mriad.infra.shards import shard_label
 from mriad.preprocess.datasets import Problem, Subject
@@ -41,7 +41,8 @@ def write_partial(
     from mriad.preprocess.outputs import FAILURE_COLUMNS
 
     folder = shard_folder(out, dataset, shard)
-    frame = pd.DataFrame(rows, columns=COLUMNS + OPTIONAL_PATH_COLUMNS) if rows else pd.DataFrame(columns=COLUMNS)
+    columns = COLUMNS + OPTIONAL_PATH_COLUMNS + OPTIONAL_COLUMNS
+    frame = pd.DataFrame(rows, columns=columns) if rows else pd.DataFrame(columns=COLUMNS)
     frame = frame.sort_values(["dataset", "subject_id"], kind="stable").reset_index(drop=True)
     manifest = write_manifest(frame, folder / "manifest.csv")
     table = pd.DataFrame(

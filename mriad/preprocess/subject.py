@@ -8,7 +8,7 @@ warnings a user should see (sform/qform disagreement, a lesion lost at the grid 
 from __future__ import annotations
 
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -53,6 +53,11 @@ class Options:
         if self.registration not in reg.METHODS:
             raise MriadError(f"--registration {self.registration}: expected one of {', '.join(reg.METHODS)}")
 
+    @property
+    def reference(self) -> str:
+        """The modality the geometry is computed on: the first of a ``--modality`` list (``t2,flair``: t2)."""
+        return self.modality.split(",")[0].strip()
+
     def signature(self) -> dict[str, object]:
         """What a finished subject's ``done.json`` must match to be skipped on a rerun."""
         options = {k: v for k, v in asdict(self).items() if k not in ("qc", "device")}
@@ -96,12 +101,16 @@ def run_steps(
     seg: Volume | None = None,
     timer: Timer | None = None,
     ignore: Volume | None = None,
+    others: Sequence[Volume] = (),
 ) -> Processed:
     """Chain the steps on validated volumes (native grids); returns final-grid arrays.
 
     The segmentation is never resampled on its own before the crop step: it goes from its native grid
     to the crop grid in one nearest-neighbour interpolation through the same transform as the image.
     ``ignore`` (voxels no metric counts, on the segmentation's grid) takes exactly the segmentation's way.
+    ``others`` (further modalities on the image's native grid, :func:`load_others`): skull strip,
+    registration and crop are computed on the image and applied to them; N4 and the normalisation run
+    per channel; the result's image is then ``(X, Y, Z, 1 + len(others))``, the image first.
     """
     timer = timer or Timer()
     warnings: list[str] = [image.note] if image.note else []
@@ -111,15 +120,17 @@ def run_steps(
         image = reorient_canonical(image)
         seg = reorient_canonical(seg) if seg is not None else None
         ignore = reorient_canonical(ignore) if ignore is not None else None
+        others = [reorient_canonical(other) for other in others]
     with timer.step("resample"):
         image = resample_isotropic(image, 1.0)
+        others = [resample_isotropic(other, 1.0) for other in others]
     with timer.step("skull_strip"):
         stripped = skullstrip.skull_strip(
-            image.data, image.affine, options.skull_strip, device=options.device, path=path, modality=options.modality
+            image.data, image.affine, options.skull_strip, device=options.device, path=path, modality=options.reference
         )
         mask = stripped.mask
     with timer.step("register"):
-        template = load_template("t1_brain", modality=options.modality)
+        template = load_template("t1_brain", modality=options.reference)
         registration = reg.register(
             np.where(mask, image.data, 0.0),
             image.affine,
@@ -141,6 +152,9 @@ def run_steps(
             crop_ignore = None
             if ignore is not None:
                 crop_ignore = labels_to_crop_grid(registration, ignore.data > 0, ignore.affine, cropped.grid)
+            crop_others = [
+                to_crop_grid(registration, other.data, mask, image.affine, grid=cropped.grid).image for other in others
+            ]
     finally:
         registration.cleanup()
     # Share of the (registered) brain inside the crop grid: volumes compared in template space.
@@ -164,6 +178,9 @@ def run_steps(
         small_ignore = downsample_labels(crop_ignore, cropped.mask) if crop_ignore is not None else None
     with timer.step("normalise"):
         normalised = percentile_normalise(small_image, small_mask)
+    if crop_others:  # channels last, the reference modality first
+        channels = [_other_channel(other, cropped.mask, small_mask, options.n4, timer) for other in crop_others]
+        normalised = np.stack([normalised, *channels], axis=-1)
     if seg is not None and np.any(seg.data > 0) and (small_seg is None or not small_seg.any()):
         warnings.append("the lesion does not survive on the final grid (outside the kept slices or too small)")
     return Processed(
@@ -176,6 +193,36 @@ def run_steps(
         registration.matrix.copy(),
         small_ignore,
     )
+
+
+def _other_channel(
+    crop_image: np.ndarray, crop_mask: np.ndarray, small_mask: np.ndarray, n4: bool, timer: Timer
+) -> np.ndarray:
+    """A further modality from the crop grid to the final grid as the image goes: N4 inside the same
+    brain mask (its own bias field), downsampling, its own percentile normalisation."""
+    if n4:
+        with timer.step("n4"):
+            crop_image = n4_correct(crop_image, crop_mask)
+    with timer.step("downsample"):
+        small_image = downsample(crop_image, crop_mask)[0]
+    with timer.step("normalise"):
+        return percentile_normalise(small_image, small_mask)
+
+
+def load_others(image: Volume, paths: Sequence[Path]) -> list[Volume]:
+    """Read a subject's further modalities; each must lie on ``image``'s grid (co-registered scans,
+    as BraTS releases them): the geometry computed on the image is applied to them unchanged."""
+    others = []
+    for path in paths:
+        other = read_nifti(path)
+        if other.shape != image.shape or not np.allclose(other.affine, image.affine, atol=1e-2):
+            raise InputError(
+                path,
+                f"lies on another grid than {Path(image.path).name} (shape {other.shape} vs {image.shape}); "
+                "the modalities of a --modality list must be co-registered",
+            )
+        others.append(other)
+    return others
 
 
 def _voxel_ml(affine: np.ndarray) -> float:

@@ -29,6 +29,7 @@ def _pick(run: Path) -> str | None:
     import pandas as pd
     import torch
 
+    from mriad.contracts.data import spatial
     from mriad.contracts.manifest import read_manifest
     from mriad.contracts.run_folder import RunFolder, resolve_manifest
     from mriad.evaluate.metrics import remove_small_components
@@ -52,7 +53,7 @@ def _pick(run: Path) -> str | None:
             if not score_path.is_file() or subject not in manifest.index:
                 continue
             row = manifest.loc[subject]
-            image = read_nifti(row["image"])
+            image = spatial(read_nifti(row["image"], channels=True))  # a multi-channel scan: its first channel
             mask = read_nifti(row["mask"], allow_empty=True).data > 0.5
             truth = read_nifti(row["seg"], allow_empty=True).data > 0 if str(row["seg"]).strip() else None
             score = read_nifti(score_path, allow_empty=True).data

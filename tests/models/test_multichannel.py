@@ -102,3 +102,14 @@ def test_mahalanobis_scoring_of_two_channels_is_the_channel_mean_of_the_joint_di
     expected = mahalanobis_map(x, recs, mask.flatten(0, 1), 1e-2).mean(dim=1, keepdim=True)
     torch.testing.assert_close(score.flatten(0, 1), expected)
     assert float(score[~mask].abs().max()) == 0.0  # nothing outside the brain
+
+
+def test_cddpm_augments_every_channel_of_a_two_channel_slice() -> None:
+    """TorchIO's intensity transforms take the C channels of a slice as one multi-channel image."""
+    pytest.importorskip("torchio")
+    model = tiny("cddpm", in_channels=2, augment=True).train()
+    volumes, _ = _stacks(2)
+    augmented = model._augment(volumes.flatten(0, 1), torch.Generator().manual_seed(3))
+    assert augmented.shape == volumes.flatten(0, 1).shape and torch.isfinite(augmented).all()
+    loss = model.training_loss(volumes.flatten(0, 1), torch.Generator().manual_seed(0))
+    assert torch.isfinite(loss)

@@ -48,8 +48,17 @@ def discover(dataset: str, raw: Path, modality: str = "t2", demographics: Path |
 
     A subject's ID becomes ``OUT/<dataset>/<subject>/``: an ID read from a CSV or a file name must never
     address a folder outside OUT (another data set's subjects), so it is refused here, for every adapter.
+
+    A ``modality`` list (``t2,flair``: one multi-channel image per subject) needs an adapter that sets
+    ``MULTI_MODALITY`` (BraTS); the others hold or find one scan per subject and refuse it in one line.
     """
-    found = adapter(dataset).discover(Path(raw), modality, demographics)
+    module = adapter(dataset)
+    if "," in modality and not getattr(module, "MULTI_MODALITY", False):
+        raise MriadError(
+            f"--modality {modality}: the {module.NAME} adapter finds one scan per subject; several modalities "
+            "per subject (one multi-channel image) need co-registered scans per case: --dataset brats21"
+        )
+    found = module.discover(Path(raw), modality, demographics)
     safe = []
     for subject in found.subjects:
         if is_identifier(subject.subject_id):

@@ -17,7 +17,11 @@ NIFTI = re.compile(r"\.nii(\.gz)?$", re.IGNORECASE)
 
 @dataclass
 class Subject:
-    """One scan to preprocess. ``label`` is 1 when a lesion segmentation comes with it."""
+    """One scan to preprocess. ``label`` is 1 when a lesion segmentation comes with it.
+
+    ``others``: the subject's scans of the further modalities of a ``--modality`` list (e.g.
+    ``t2,flair``: ``image`` is the T2, ``others`` the FLAIR), in the list's order; they must lie on
+    ``image``'s grid (co-registered, as BraTS releases them)."""
 
     subject_id: str
     image: Path
@@ -25,6 +29,7 @@ class Subject:
     age: float | None = None
     sex: str = ""
     notes: list[str] = field(default_factory=list)
+    others: list[Path] = field(default_factory=list)
 
     @property
     def label(self) -> int:
@@ -80,6 +85,16 @@ def check_modality(modality: str, supported: Iterable[str], dataset: str) -> str
     if modality not in supported:
         raise MriadError(f"--modality {modality}: the {dataset} data set has {', '.join(supported)}")
     return modality
+
+
+def modality_list(modality: str) -> list[str]:
+    """``"t2,flair"`` -> ``["t2", "flair"]`` (lower case; the first is the reference modality)."""
+    from mriad.infra.errors import MriadError
+
+    names = [part.strip().lower() for part in str(modality).split(",")]
+    if "" in names or len(set(names)) != len(names):
+        raise MriadError(f"--modality {modality}: expected distinct modalities separated by commas, e.g. t2,flair")
+    return names
 
 
 def sex_code(value: object) -> str:

@@ -18,6 +18,7 @@ from mriad.preprocess.datasets.base import (
     Problem,
     Subject,
     check_modality,
+    modality_list,
     nifti_files,
     stem,
     subfolders,
@@ -25,6 +26,7 @@ from mriad.preprocess.datasets.base import (
 
 NAME = "brats"
 DEFAULTS = DatasetDefaults(skull_strip="none", registration="none")
+MULTI_MODALITY = True  # every modality of a case on one grid: `--modality t2,flair` gives one 4D image
 LABELS: tuple[int, ...] | None = (0, 1, 2, 3, 4)  # 1 core, 2 oedema, 4 enhancing (2023: 3); lesion = > 0
 # The modality suffix as BraTS writes it; t1 must not match t1ce / t1c / t1n.
 _SUFFIX = {"t1": r"(t1|t1n)", "t2": r"(t2|t2w)", "flair": r"(flair|t2f)"}
@@ -37,23 +39,31 @@ def _match(files: list[Path], pattern: str) -> list[Path]:
 
 
 def discover(raw: Path, modality: str = "t2", demographics: Path | None = None) -> Discovery:
-    """Every sub-folder holding a ``*_<modality>`` scan is a case; a folder without one is reported."""
-    modality = check_modality(modality, _SUFFIX, "BraTS")
+    """Every sub-folder holding a ``*_<modality>`` scan is a case; a folder without one is reported.
+
+    ``modality`` may be a list (``t2,flair``): a case needs one scan of each, the first is the image,
+    the rest its ``others`` (BraTS releases every modality of a case on one grid).
+    """
+    modalities = [check_modality(m, _SUFFIX, "BraTS") for m in modality_list(modality)]
     found = Discovery()
     folders = subfolders(raw)
     # A single case folder given directly as RAW is accepted too.
-    if not folders or _match(nifti_files(raw), _SUFFIX[modality]):
+    if not folders or _match(nifti_files(raw), _SUFFIX[modalities[0]]):
         folders = [raw]
     for folder in folders:
         files = nifti_files(folder)
         if not files:
             continue
-        images = _match(files, _SUFFIX[modality])
-        segs = [f for f in files if _SEG.search(stem(f))]
-        if len(images) != 1:
-            what = "no" if not images else f"{len(images)}"
-            reason = f"{what} *_{modality}.nii.gz scan in the case folder"
-            found.problems.append(Problem(folder.name, str(folder), reason))
+        scans, problem = [], ""
+        for name in modalities:
+            images = _match(files, _SUFFIX[name])
+            if len(images) != 1:
+                problem = f"{'no' if not images else len(images)} *_{name}.nii.gz scan in the case folder"
+                break
+            scans.append(images[0])
+        if problem:
+            found.problems.append(Problem(folder.name, str(folder), problem))
             continue
-        found.subjects.append(Subject(folder.name, images[0], segs[0] if segs else None))
+        segs = [f for f in files if _SEG.search(stem(f))]
+        found.subjects.append(Subject(folder.name, scans[0], segs[0] if segs else None, others=scans[1:]))
     return found
