@@ -126,7 +126,7 @@ def _process(
         else:
             with contextlib.suppress(FileNotFoundError):
                 files.seg.unlink()
-        if has_ignore:  # written only where some voxel on the final grid is ignored
+        if has_ignore and result.ignore is not None:  # written only where some final-grid voxel is ignored
             write_nifti(files.ignore, result.ignore, result.affine, dtype=np.uint8)
             written.append(files.ignore.name)
         else:
