@@ -104,7 +104,8 @@ def from_run(run: str | Path, which: str = "best") -> ModelSource:
             raise InputError(path, "not an mriad checkpoint (no state_dict)")
         if checkpoint.get("model") != name:
             raise InputError(path, f"checkpoint holds model {checkpoint.get('model')!r}, expected {name!r}")
-        options = config.get("options") if isinstance(config.get("options"), dict) else {}
+        recorded = config.get("options")
+        options: dict[str, Any] = recorded if isinstance(recorded, dict) else {}
         model_config = test_time_config(name, dict(checkpoint.get("config", {})), options)
         state_dict = dict(checkpoint["state_dict"])
         progress = {"epoch": checkpoint.get("epoch"), "step": checkpoint.get("step")}
