@@ -127,8 +127,8 @@ class _VolumeModel(AnomalyModel):
         self.scale = nn.Parameter(torch.ones(()))
 
     def training_loss(self, batch: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
-        if self.training:  # validation batches may be smaller
-            _VolumeModel.shapes.append(tuple(batch.shape))
+        if self.training and batch.device.type != "meta":  # validation batches may be smaller; the
+            _VolumeModel.shapes.append(tuple(batch.shape))  # memory guard counts meta batches of 2 and 4
         return (self.scale * batch - batch).abs().mean() + (self.scale - 2).abs()
 
 
