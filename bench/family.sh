@@ -4,7 +4,8 @@
 #
 #   STAGE=train  bash bench/family.sh   # pddpm, ddpm, cddpm, ae: the four trained networks
 #   STAGE=score  bash bench/family.sh   # the variants, reconstruct + evaluate (timed), compare
-#   bash bench/family.sh                # both
+#   STAGE=table  bash bench/family.sh   # the markdown table of bench/family_table.py
+#   bash bench/family.sh                # all of it
 #
 # The test-time methods share a trained network instead of training it again (`mriad variant`
 # copies the run's checkpoints and changes only test-time options, so the budget is the same by
@@ -81,4 +82,8 @@ if [[ "$STAGE" == all || "$STAGE" == score ]]; then
   runs=()
   for name in "${RUNS[@]}"; do runs+=("$OUT/$name"); done
   $MRIAD "${common[@]}" compare "${runs[@]}" --split brats-test --baseline "$OUT/pddpm" --out "$OUT/compare"
+fi
+
+if [[ "$STAGE" == all || "$STAGE" == score || "$STAGE" == table ]]; then
+  $PYTHON bench/family_table.py "$OUT" --split brats-test
 fi
