@@ -94,9 +94,7 @@ class AnomalyModel(nn.Module):
         item = item_shape(cls.batch_kind, (channels, height, width), depth)
         return counted_training_memory(cls, config, batch, item)
 
-    def training_probes(
-        self, batch: torch.Tensor, generator: torch.Generator | None = None
-    ) -> Iterator[torch.Tensor]:
+    def training_probes(self, batch: torch.Tensor, generator: torch.Generator | None = None) -> Iterator[torch.Tensor]:
         """The forward passes of a training step, one loss each, without side effects (no counters
         advanced, no host reads: they also run on the "meta" device). Memory is counted and a step
         timed on the largest; by default the training loss. A model whose steps differ (a GAN's

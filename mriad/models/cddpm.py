@@ -171,9 +171,7 @@ class ConditionalDDPM(AnomalyModel):
             return self.mim.loss(x0, generator)
         return self.diffusion_loss(x0, generator)
 
-    def training_probes(
-        self, batch: torch.Tensor, generator: torch.Generator | None = None
-    ) -> Iterator[torch.Tensor]:
+    def training_probes(self, batch: torch.Tensor, generator: torch.Generator | None = None) -> Iterator[torch.Tensor]:
         """The diffusion loss's forward with Gaussian noise at t = 0 (neither changes what autograd
         keeps, and simplex noise is drawn on the host, which the "meta" device has not), then the
         pretraining loss when there is one; no augmentation, no step counted."""

@@ -219,9 +219,7 @@ class FAnoGAN(AnomalyModel):
         """The izif (encoder) objective; the GAN phase lives in :meth:`training_step`."""
         return self.izif_loss(batch)
 
-    def training_probes(
-        self, batch: torch.Tensor, generator: torch.Generator | None = None
-    ) -> Iterator[torch.Tensor]:
+    def training_probes(self, batch: torch.Tensor, generator: torch.Generator | None = None) -> Iterator[torch.Tensor]:
         """Both phases' forward passes: the izif loss, then the critic loss with its gradient penalty
         (the generator's fake batch without a graph, as in :meth:`_gan_step`)."""
         yield self.izif_loss(batch)
