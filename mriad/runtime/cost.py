@@ -1,6 +1,6 @@
 """What a training run will cost in time on a CPU, said before it starts.
 
-A paper-size network (pDDPM: 26 M parameters, ~14 GFLOP per 96x96 forward) trains for days on a
+A paper-size network (pDDPM: 37.5 M parameters, bench/RESULTS.md) trains for days on a
 CPU; nothing should let a user find that out hours in. The estimate is measured, not modelled: one
 forward pass of the model's training probe (:meth:`~mriad.models.base.AnomalyModel.training_probes`:
 the training loss, or each kind of step of a model whose steps differ, the slowest counting) on two
