@@ -177,6 +177,18 @@ def test_cli_refuses_unknown_inference_settings(tmp_path: Path, cli) -> None:
     assert not list((run / "recon" / "ixi-test").glob("*.nii.gz"))
 
 
+def test_cli_channels_last_reaches_the_model_and_its_record(tmp_path: Path, cli) -> None:
+    run = _write_run(tmp_path, _tiny_dataset(tmp_path / "data"))
+    base = ("--device", "cpu", "--hide-progress", "reconstruct", "--run", str(run), "--split", "ixi-test")
+    assert cli(*base).exit_code == 0
+    plain = {p.name: p.read_bytes() for p in (run / "recon" / "ixi-test").glob("*_score.nii.gz")}
+    assert cli(*base, "--channels-last", "--precision", "bf16").exit_code == 0
+    records = [json.loads(p.read_text()) for p in (run / "recon" / "ixi-test").glob("*.json")]
+    assert records and all(r["settings"]["inference"] == {"precision": "bf16", "channels_last": True} for r in records)
+    fast = {p.name: p.read_bytes() for p in (run / "recon" / "ixi-test").glob("*_score.nii.gz")}
+    assert fast.keys() == plain.keys() and fast != plain  # redone with the new settings, not skipped
+
+
 def test_models_without_inference_settings_refuse_them(tmp_path: Path) -> None:
     from mriad.infra.errors import MriadError
     from mriad.reconstruct import reconstruct
