@@ -165,7 +165,7 @@ def _check_text(command: str, option: str, value: str) -> None:
         if value != "best" and step_of(value) is None:
             raise OptionError(f"{value!r}: expected best or step-K (a train --checkpoint-every checkpoint)")
         return
-    if command == "evaluate" and option == "--shard":  # i/n, parsed as reconstruct and preprocess parse it
+    if option == "--shard":  # i/n, for every sharded stage (evaluate, reconstruct, preprocess): a usage error
         from mriad.infra.errors import MriadError
         from mriad.infra.shards import parse_shard
 

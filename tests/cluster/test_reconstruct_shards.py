@@ -101,3 +101,20 @@ def test_shard_locks_refuse_a_whole_run_and_another_cut(run_folder: Path, tmp_pa
             reconstruct(run, SPLIT, volumes_per_batch=2, shard="1/3")
         # The other shard of the same cut runs beside it.
         assert len(reconstruct(run, SPLIT, volumes_per_batch=2, shard="1/2").written) == 1
+
+
+@pytest.mark.parametrize("value", ["3/2", "abc", "0/0", "-1/2"])
+@pytest.mark.parametrize("stage", ["reconstruct", "preprocess"])
+def test_a_malformed_shard_is_a_usage_error(stage: str, value: str, tmp_path: Path, cli) -> None:
+    """Like evaluate's: exit 2, one line naming --shard, nothing written."""
+    (tmp_path / "raw").mkdir()
+    where = (
+        ["--split", "brats-test", "--run", tmp_path / "out"]
+        if stage == "reconstruct"
+        else [tmp_path / "raw", tmp_path / "out"]
+    )
+    result = cli(stage, *where, "--shard", value)
+    assert result.exit_code == 2, result.output
+    lines = [line for line in result.output.splitlines() if line.strip()]
+    assert len(lines) == 1 and "--shard" in lines[0] and "Traceback" not in result.output
+    assert not (tmp_path / "out").exists()
