@@ -20,7 +20,7 @@ def variant_command(
 ) -> None:
     """Make a run that scores with SOURCE's trained network under other test-time settings.
 
-    The network is not trained again: OUT's checkpoints are SOURCE's (hard links), its config.json
+    The network is not trained again: OUT's best.pt and last.pt are SOURCE's (hard links), its config.json
     is SOURCE's with the --set options changed. Only options that do not change the weights are
     accepted: for diffusion models t_test, scoring, n_reconstructions, mahalanobis_regularisation,
     t_ensemble, ensemble_average; pddpm also patch_ensemble; ddpm also sampling, t_start,

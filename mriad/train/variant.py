@@ -23,7 +23,7 @@ from mriad.infra.io import atomic_write_json
 
 
 def make_variant(source: str | Path, out: str | Path, changes: dict[str, Any]) -> RunFolder:
-    """Write run folder ``out``: ``source``'s checkpoints and metrics, its options with ``changes``.
+    """Write run folder ``out``: ``source``'s best.pt, last.pt and metrics, its options with ``changes``.
 
     ``changes`` may only hold the model's test-time options (values as for ``mriad train --set``);
     a training option, an unknown key or a value the model refuses is one line, before anything is
