@@ -26,9 +26,11 @@ def variant_command(
     t_ensemble, ensemble_average; pddpm also patch_ensemble; ddpm also sampling, t_start,
     sampling_steps, sampling_eta. Then reconstruct, evaluate and compare OUT as any run.
 
-    Example (MHD's Mahalanobis scoring and AnoDDPM's sampling on trained networks):
-      mriad variant runs/pddpm --out runs/pddpm-mhd --set scoring=mahalanobis --set n_reconstructions=10
-      mriad variant runs/ddpm --out runs/anoddpm --set sampling=iterative --set t_start=250
+    MHD's Mahalanobis scoring on a trained pDDPM:
+    `mriad variant runs/pddpm --out runs/pddpm-mhd --set scoring=mahalanobis --set n_reconstructions=10`
+
+    AnoDDPM's iterative sampling on a trained DDPM:
+    `mriad variant runs/ddpm --out runs/anoddpm --set sampling=iterative --set t_start=250`
     """
     from mriad.train.variant import make_variant
 
