@@ -8,12 +8,11 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
+from evaluate_helpers import write_subject
 
 from mriad.contracts.manifest import write_manifest
-from mriad.infra.io import write_nifti
 
 SHAPE = (32, 32, 12)
-AFFINE = np.diag([2.0, 2.0, 2.0, 1.0])
 
 
 def _subject(root: Path, run: Path, dataset: str, split: str, subject: str, seed: int, lesion: bool) -> dict:
@@ -27,29 +26,9 @@ def _subject(root: Path, run: Path, dataset: str, split: str, subject: str, seed
         grid = np.indices(SHAPE).transpose(1, 2, 3, 0)
         seg[(((grid - centre) / [5, 4, 3]) ** 2).sum(-1) <= 1] = 1
     score = (0.6 * seg + 0.08 * rng.random(SHAPE)).astype(np.float32) * mask
-    folder = root / dataset / subject
-    row = dict(
-        subject_id=subject,
-        dataset=dataset,
-        split=split,
-        fold="",
-        label=int(lesion),
-        image=folder / "image.nii.gz",
-        mask=folder / "mask.nii.gz",
-        seg="",
-        age="",
-        sex="",
-        source="t",
+    return write_subject(
+        root, run, dataset, split, subject, image=image, mask=mask, seg=seg if lesion else None, score=score
     )
-    write_nifti(row["image"], image, AFFINE)
-    write_nifti(row["mask"], mask, AFFINE, dtype=np.uint8)
-    if lesion:
-        row["seg"] = folder / "seg.nii.gz"
-        write_nifti(row["seg"], seg, AFFINE, dtype=np.uint8)
-    recon = run / "recon" / f"{dataset}-{split}"
-    write_nifti(recon / f"{subject}_rec.nii.gz", image - score, AFFINE)
-    write_nifti(recon / f"{subject}_score.nii.gz", score, AFFINE)
-    return row
 
 
 @pytest.fixture

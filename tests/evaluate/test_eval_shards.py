@@ -12,14 +12,13 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
+from evaluate_helpers import write_subject
 
 from mriad.contracts.manifest import write_manifest
 from mriad.infra.errors import MriadError
-from mriad.infra.io import write_nifti
 
 ROOT = Path(__file__).resolve().parents[2]
 SHAPE = (32, 32, 12)
-AFFINE = np.diag([2.0, 2.0, 2.0, 1.0])
 
 
 def _subject(data: Path, run: Path, dataset: str, split: str, subject: str, seed: int, lesion: bool) -> dict:
@@ -41,20 +40,11 @@ def _subject(data: Path, run: Path, dataset: str, split: str, subject: str, seed
     score = (0.5 * seg * rng.random(SHAPE) + 0.1 * rng.random(SHAPE)).astype(np.float32) * mask
     if seed % 2:
         score = np.round(score * 64) / 64
-    folder = data / dataset / subject
-    row = dict(
-        subject_id=subject, dataset=dataset, split=split, fold="", label=int(lesion), image=folder / "image.nii.gz",
-        mask=folder / "mask.nii.gz", seg="", age="", sex="", source="t",
-    )  # fmt: skip
-    write_nifti(row["image"], image, AFFINE)
-    write_nifti(row["mask"], mask, AFFINE, dtype=np.uint8)
-    if lesion:
-        row["seg"] = folder / "seg.nii.gz"
-        write_nifti(row["seg"], seg, AFFINE, dtype=np.uint8)
-    recon = run / "recon" / f"{dataset}-{split}"
-    write_nifti(recon / f"{subject}_rec.nii.gz", image - score * (1 - 2 * (seed % 3 == 0)), AFFINE)
-    write_nifti(recon / f"{subject}_score.nii.gz", score, AFFINE)
-    return row
+    rec = image - score * (1 - 2 * (seed % 3 == 0))  # some reconstructions overshoot the image
+    seg_or_none = seg if lesion else None
+    return write_subject(
+        data, run, dataset, split, subject, image=image, mask=mask, seg=seg_or_none, score=score, rec=rec
+    )
 
 
 @pytest.fixture(scope="module")

@@ -11,6 +11,7 @@ import numpy as np
 import pandas as pd
 import pytest
 import torch
+from evaluate_helpers import AFFINE, write_subject
 from sklearn.metrics import average_precision_score
 
 from mriad.contracts.manifest import read_manifest, write_manifest
@@ -19,7 +20,6 @@ from mriad.evaluate.run import evaluate
 from mriad.infra.io import read_nifti, write_nifti
 
 SHAPE = (24, 24, 10)
-AFFINE = np.diag([2.0, 2.0, 2.0, 1.0])
 
 
 def _blob() -> np.ndarray:
@@ -39,25 +39,9 @@ def _subject(data: Path, run: Path, split: str, subject: str, seed: int) -> dict
     seg[corner[0] : corner[0] + 5, corner[1] : corner[1] + 5, 3:7] = 1
     image = (0.3 + 0.4 * rng.random(SHAPE)).astype(np.float32) * mask
     score = (0.5 * seg + 0.7 * _blob() + 0.1 * rng.random(SHAPE)).astype(np.float32) * mask
-    folder = data / "wmh" / subject
-    row = {
-        "subject_id": subject,
-        "dataset": "wmh",
-        "split": split,
-        "label": 1,
-        "image": folder / "image.nii.gz",
-        "mask": folder / "mask.nii.gz",
-        "seg": folder / "seg.nii.gz",
-        "source": "t",
-    }
-    write_nifti(row["image"], image, AFFINE)
-    write_nifti(row["mask"], mask, AFFINE, dtype=np.uint8)
-    write_nifti(row["seg"], seg, AFFINE, dtype=np.uint8)
-    recon = run / "recon" / f"wmh-{split}"
-    write_nifti(recon / f"{subject}_rec.nii.gz", image - score, AFFINE)
-    write_nifti(recon / f"{subject}_score.nii.gz", score, AFFINE)
+    row = write_subject(data, run, "wmh", split, subject, image=image, mask=mask, seg=seg, score=score)
     for name, values in (("ignore", _blob()), ("empty", np.zeros(SHAPE, bool))):
-        write_nifti(folder / f"{name}.nii.gz", values.astype(np.uint8), AFFINE, dtype=np.uint8)
+        write_nifti(data / "wmh" / subject / f"{name}.nii.gz", values.astype(np.uint8), AFFINE, dtype=np.uint8)
     return row
 
 
