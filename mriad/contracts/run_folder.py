@@ -282,7 +282,7 @@ def make_checkpoint_view(run: str | Path, which: str) -> RunFolder:
     The view's best.pt is a hard link to (or, across file systems, a copy of) the step checkpoint, so
     reconstruct and evaluate treat it as an ordinary run; its records carry that checkpoint's digest.
     """
-    from mriad.infra.io import atomic_write_text
+    from mriad.infra.io import atomic_write_text, link_or_copy
 
     folder = RunFolder(run)
     source = folder.checkpoint(which)
@@ -297,10 +297,7 @@ def make_checkpoint_view(run: str | Path, which: str) -> RunFolder:
     if view.best.is_file() and file_sha256(view.best) == file_sha256(source):
         return view
     view.best.unlink(missing_ok=True)
-    try:
-        view.best.hardlink_to(source)
-    except OSError:
-        shutil.copyfile(source, view.best)
+    link_or_copy(source, view.best)
     return view
 
 

@@ -152,6 +152,17 @@ def atomic_torch_save(path: str | Path, obj: Any) -> Path:
     return atomic_write_bytes(path, buffer.getvalue())
 
 
+def link_or_copy(source: str | Path, target: str | Path) -> None:
+    """``target`` as a hard link to ``source`` (the same bytes, no space: checkpoints shared between run
+    folders), or a copy where a link cannot be made (another file system)."""
+    try:
+        Path(target).hardlink_to(source)
+    except OSError:
+        import shutil
+
+        shutil.copyfile(source, target)
+
+
 def safe_torch_load(path: str | Path, map_location: Any = "cpu") -> Any:
     """Load a checkpoint without ever unpickling code (``weights_only=True``)."""
     import pickle

@@ -19,7 +19,7 @@ from typing import Any
 
 from mriad.contracts.run_folder import CHECKPOINT_NAMES, RunFolder
 from mriad.infra.errors import InputError, MriadError
-from mriad.infra.io import atomic_write_json
+from mriad.infra.io import atomic_write_json, link_or_copy
 
 
 def make_variant(source: str | Path, out: str | Path, changes: dict[str, Any]) -> RunFolder:
@@ -65,11 +65,7 @@ def make_variant(source: str | Path, out: str | Path, changes: dict[str, Any]) -
     }
     dst.checkpoints.mkdir(parents=True, exist_ok=True)
     for path in checkpoints:
-        target = dst.checkpoints / path.name
-        try:
-            target.hardlink_to(path)
-        except OSError:
-            shutil.copyfile(path, target)
+        link_or_copy(path, dst.checkpoints / path.name)
     if src.metrics.is_file():  # the training's log: the variant's budget is the source's
         shutil.copyfile(src.metrics, dst.metrics)
     atomic_write_json(dst.config, variant)  # last: only now is the folder a run
