@@ -104,9 +104,7 @@ def from_run(run: str | Path, which: str = "best") -> ModelSource:
             raise InputError(path, "not an mriad checkpoint (no state_dict)")
         if checkpoint.get("model") != name:
             raise InputError(path, f"checkpoint holds model {checkpoint.get('model')!r}, expected {name!r}")
-        recorded = config.get("options")
-        options: dict[str, Any] = recorded if isinstance(recorded, dict) else {}
-        model_config = test_time_config(name, dict(checkpoint.get("config", {})), options)
+        model_config = test_time_config(name, dict(checkpoint.get("config", {})), config)
         state_dict = dict(checkpoint["state_dict"])
         progress = {"epoch": checkpoint.get("epoch"), "step": checkpoint.get("step")}
     else:

@@ -43,23 +43,25 @@ def build_model(name: str, **overrides: Any) -> AnomalyModel:
     return get_model_class(name)(**overrides)
 
 
-def test_time_config(name: str, checkpoint_config: dict[str, Any], run_options: dict[str, Any]) -> dict[str, Any]:
-    """The checkpoint's config with the run's test-time options (``AnomalyModel.test_time_options``)
-    laid over it: the network comes from the checkpoint, how it scores from the run's config.json
+def test_time_config(name: str, checkpoint_config: dict[str, Any], run_config: dict[str, Any]) -> dict[str, Any]:
+    """The checkpoint's config with the test-time options (``AnomalyModel.test_time_options``) of the
+    run's config.json laid over it: the network comes from the checkpoint, how it scores from the run
     (equal for a trained run; different for a ``mriad variant``)."""
+    recorded = run_config.get("options")
+    options: dict[str, Any] = recorded if isinstance(recorded, dict) else {}
     keys = get_model_class(name).test_time_options
-    return {**checkpoint_config, **{key: run_options[key] for key in keys if key in run_options}}
+    return {**checkpoint_config, **{key: options[key] for key in keys if key in options}}
 
 
 def load_checkpoint_model(
     path: str | Path,
     device: str | torch.device = "cpu",
     expect_model: str | None = None,
-    run_options: dict[str, Any] | None = None,
+    run_config: dict[str, Any] | None = None,
 ) -> AnomalyModel:
     """Rebuild a model from a checkpoint (``weights_only`` loading: no code is ever unpickled).
 
-    ``run_options``: the run's options, whose test-time ones replace the checkpoint's (see
+    ``run_config``: the run's config.json, whose test-time options replace the checkpoint's (see
     :func:`test_time_config`)."""
     from mriad.infra.io import safe_torch_load
 
@@ -72,8 +74,8 @@ def load_checkpoint_model(
     config = checkpoint.get("config", {})
     if not isinstance(config, dict):
         raise InputError(path, f"not an mriad checkpoint (its config is a {type(config).__name__}, not a dict)")
-    if run_options:
-        config = test_time_config(name, config, run_options)
+    if run_config:
+        config = test_time_config(name, config, run_config)
     try:
         model = build_model(name, **config)
     except MriadError as exc:
@@ -100,5 +102,4 @@ def load_run_model(run: str | Path, which: str = "best", device: str | torch.dev
     if not cls.trainable:
         return cls(**config.get("options", {})).to(device).eval()
     path = folder.model_checkpoint(which) or folder.checkpoint(which)  # a missing file is refused by name
-    options = config.get("options") if isinstance(config.get("options"), dict) else None
-    return load_checkpoint_model(path, device=device, expect_model=config["model"], run_options=options)
+    return load_checkpoint_model(path, device=device, expect_model=config["model"], run_config=config)
